@@ -157,6 +157,7 @@ class GeneratorConfig(Section):
     batch_wait_s: float = 0.01
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
+    reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
 
 
 class JudgeConfig(Section):
