@@ -163,6 +163,9 @@ class JudgeConfig(Section):
     enabled: bool = False  # span-only GenAcc when off (the CPU default: the reader cannot judge)
     generator: GeneratorConfig | None = None  # None: judge with the answer generator
     max_tokens: int = 10
+    # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
+    # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
+    style: Literal["contains", "lenient"] = "contains"
 
 
 class DatasetSpec(Section):
@@ -413,6 +416,14 @@ class S3Config(Section):
                 raise ValueError("generator backend 'openai' needs base_url (the endpoint's /v1 URL)")
         if self.tracking.tracking_uri is None:
             object.__setattr__(self.tracking, "tracking_uri", f"sqlite:///{work / 'mlflow.db'}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_turn0_docs_are_the_baseline(self) -> S3Config:
+        """The GBR baseline (the naive-RAG cache's top-k answers) must be the searcher's turn-0 docs."""
+        if self.agent.initial_k != self.rag_cache.topk:
+            raise ValueError(f"agent.initial_k ({self.agent.initial_k}) must equal rag_cache.topk "
+                             f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
         return self
 
     @property

@@ -65,7 +65,7 @@ class RolloutActor:
     def scorer(self):
         if self._scorer is None:
             from s3ray.agent.reward import RewardScorer
-            from s3ray.evaluation.genacc import GenAccScorer
+            from s3ray.scoring.genacc import GenAccScorer
             from s3ray.generation.client import GeneratorClient
             from s3ray.ragcache.cache import RagCache
 

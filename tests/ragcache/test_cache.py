@@ -76,7 +76,7 @@ class EchoGenerator:
 
 
 def test_score_naive_rag_batches_retrieval_and_scores_each_question():
-    from s3ray.evaluation.genacc import GenAccScorer
+    from s3ray.scoring.genacc import GenAccScorer
 
     retriever = FakeRetriever()
     questions = [Question("a", "capital of france", ("Paris",), "s"), Question("b", "capital of mars", ("x",), "s")]
