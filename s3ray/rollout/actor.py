@@ -65,9 +65,9 @@ class RolloutActor:
     def scorer(self):
         if self._scorer is None:
             from s3ray.agent.reward import RewardScorer
-            from s3ray.scoring.genacc import GenAccScorer
             from s3ray.generation.client import GeneratorClient
             from s3ray.ragcache.cache import RagCache
+            from s3ray.scoring.genacc import GenAccScorer
 
             cfg = self.cfg
             # The cache of this generator/retriever/k/judge combination; an absent cache is empty and
