@@ -14,8 +14,7 @@ stays the full-distribution one, so rollout and trainer logprobs agree on the sa
 from __future__ import annotations
 
 import asyncio
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -77,186 +76,75 @@ def hit_stop(tokenizer, token_ids: list[int], stop: tuple[str, ...]) -> bool:
 # --------------------------------------------------------------------------------------------
 # Hugging Face transformers
 # --------------------------------------------------------------------------------------------
-@dataclass
-class _Request:
-    prompt_ids: list[int]
-    sampling: SamplingParams
-    future: asyncio.Future
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish: FinishReason | None = None
-
-
-class HFEngine:
-    """A causal LM whose concurrent ``generate`` calls are decoded together, wave by wave.
-
-    Episodes call ``generate`` from many coroutines. Calls arriving while a wave decodes wait for the
-    next wave; a wave takes up to ``max_batch`` of them, left-pads the prompts into one batch, runs
-    the prompt forward once and then decodes token by token with the KV cache, each row stopping on
-    EOS, its ``max_tokens`` or a stop string, and leaving the batch (and its cache rows) when it stops.
-    The torch work runs in a thread: the event loop stays free for retrieval calls and for queueing
-    the next wave. A lock keeps weight loads between waves.
-    """
-
-    def __init__(self, model_dir: str | Path, max_batch: int = 16, seed: int = 0, device: str = "cpu",
-                 dtype: str = "float32", batch_wait_s: float = 0.01, max_wait_s: float = 0.1):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-        self.model.to(device).eval()
-        self.device = torch.device(device)
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        self.eos_ids = frozenset(eos + ([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None
-                                        else []))
-        if not self.eos_ids:
-            raise ValueError(f"{model_dir}: neither the generation config nor the tokenizer names an EOS token")
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        self.max_batch = max_batch
-        self.batch_wait_s = batch_wait_s
-        self.max_wait_s = max_wait_s
-        self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.version = 0
-        self.wave_sizes: list[int] = []  # rows of each decoded wave (batching is observable in tests)
-        self._pending: list[_Request] = []
-        self._batcher: asyncio.Task | None = None
-        self._lock = threading.Lock()  # one wave or one weight load at a time
-
-    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
-        if not prompt_ids:
-            raise ValueError("generate needs a non-empty prompt")
-        request = _Request(list(prompt_ids), sampling, asyncio.get_running_loop().create_future())
-        self._pending.append(request)
-        if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.create_task(self._run_waves())
-        await request.future
-        return Generation(request.token_ids, request.logprobs, request.finish)
-
-    async def _run_waves(self) -> None:
-        while self._pending:
-            # Gather the wave: wait while requests keep arriving (episodes coming back from a search
-            # ask within milliseconds of each other), up to max_wait_s: a wave costs far more than that.
-            waited = 0.0
-            while waited < self.max_wait_s and len(self._pending) < self.max_batch:
-                seen = len(self._pending)
-                await asyncio.sleep(self.batch_wait_s)
-                waited += self.batch_wait_s
-                if len(self._pending) == seen:
-                    break  # quiet for batch_wait_s: nobody else is about to ask
-            wave = [r for r in self._pending[:self.max_batch] if not r.future.done()]  # drop cancelled
-            del self._pending[:self.max_batch]
-            if not wave:
-                continue
-            try:
-                await asyncio.to_thread(self._decode_wave, wave)
-            except Exception as exc:  # every caller of the wave sees the failure
-                for r in wave:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
-                continue
-            for r in wave:
-                if not r.future.done():
-                    r.future.set_result(None)
-
-    def _decode_wave(self, wave: list[_Request]) -> None:
-        import torch
-
-        with self._lock, torch.inference_mode():
-            self.wave_sizes.append(len(wave))
-            width = max(len(r.prompt_ids) for r in wave)
-            ids = torch.full((len(wave), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(wave), width), dtype=torch.long)
-            for i, r in enumerate(wave):
-                ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-                mask[i, width - len(r.prompt_ids):] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            # Left padding: positions count real tokens only, so each row sees what it would alone.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1)
-            next_pos = positions[:, -1:] + 1
-            rows = list(range(len(wave)))  # the request of each batch row
-            while True:
-                tokens, logprobs = self._sample(out.logits[:, -1, :].float(), [wave[i].sampling for i in rows])
-                for i, token, logprob in zip(rows, tokens, logprobs, strict=True):
-                    self._accept(wave[i], token, logprob)
-                keep = [b for b, i in enumerate(rows) if wave[i].finish is None]
-                if not keep:
-                    break
-                cache = out.cache
-                if len(keep) < len(rows):  # finished rows leave the batch: no compute is spent on them
-                    index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
-                    mask, next_pos = mask[index], next_pos[index]
-                    rows, tokens = [rows[b] for b in keep], [tokens[b] for b in keep]
-                step = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
-                mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-                out = self.model(input_ids=step, attention_mask=mask, position_ids=next_pos, cache=cache,
-                                 use_cache=True)
-                next_pos = next_pos + 1
-
-    def _sample(self, logits, params: list[SamplingParams]) -> tuple[list[int], list[float]]:
-        """One token per row of ``logits`` [rows, vocab], all rows at once, and its logprob at the row's T."""
-        import torch
-
-        temperature = torch.tensor([p.logprob_temperature for p in params], device=logits.device)
-        top_p = torch.tensor([1.0 if p.greedy else p.top_p for p in params], device=logits.device)
-        logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
-        # Nucleus per row: the most likely tokens whose mass reaches top_p (the one crossing it included).
-        sorted_probs, order = torch.sort(logp.exp(), dim=-1, descending=True)
-        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]] = 0.0
-        sampled = torch.gather(order, 1, torch.multinomial(sorted_probs, 1, generator=self.rng))[:, 0]
-        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
-        tokens = torch.where(greedy, logp.argmax(-1), sampled)
-        return tokens.tolist(), logp.gather(1, tokens[:, None])[:, 0].tolist()
-
-    def _accept(self, r: _Request, token: int, logprob: float) -> None:
-        r.token_ids.append(token)
-        r.logprobs.append(logprob)
-        if token in self.eos_ids:
-            r.finish = "eos"
-        elif hit_stop(self.tokenizer, r.token_ids, r.sampling.stop):
-            r.finish = "stop"
-        elif len(r.token_ids) >= r.sampling.max_tokens:
-            r.finish = "length"
-
-    async def load_state_dict(self, state: dict[str, Any], version: int) -> None:
-        await asyncio.to_thread(self._load, state, version)
-
-    def _load(self, state: dict[str, Any], version: int) -> None:
-        with self._lock:
-            self.model.load_state_dict(state, strict=True)
-            self.version = version
-
-
-# --------------------------------------------------------------------------------------------
 # vLLM (GPU)
 # --------------------------------------------------------------------------------------------
-def _vllm_load_weights(worker, state: dict[str, Any]) -> None:
-    """Runs inside each vLLM worker: the model's own loader maps Hugging Face names to its layers."""
-    worker.model_runner.model.load_weights(weights=list(state.items()))
+# Every vLLM call below was checked against vLLM 0.29.0's own source (the PyPI wheel
+# vllm-0.29.0-cp38-abi3-manylinux_2_28_x86_64.whl); `make check-vllm-api` re-checks the signatures.
+# - AsyncEngineArgs(model, seed, dtype, gpu_memory_utilization, max_model_len, logprobs_mode,
+#   enable_prefix_caching, weight_transfer_config): vllm/engine/arg_utils.py (EngineArgs fields);
+#   WeightTransferConfig(backend="nccl"): vllm/config/weight_transfer.py.
+# - AsyncLLM.from_engine_args(args), .generate(prompt, sampling_params, request_id) (an async
+#   generator of RequestOutput), .collective_rpc(method, timeout, args, kwargs), .reset_prefix_cache(),
+#   .init_weight_transfer_engine(WeightTransferInitRequest), .start_weight_update(),
+#   .update_weights(WeightTransferUpdateRequest), .finish_weight_update(weight_version), .shutdown():
+#   vllm/v1/engine/async_llm.py. The weight-transfer calls reach the GPU worker's methods of the same
+#   names (vllm/v1/worker/gpu_worker.py) and its NCCLWeightTransferEngine.
+# - collective_rpc is called with a method *name* only. A Python function would be cloudpickled,
+#   which the engine-core channel refuses unless VLLM_ALLOW_INSECURE_SERIALIZATION=1
+#   (vllm/v1/serial_utils.py: MsgpackEncoder.enc_hook), and untyped tensor arguments would not come
+#   back as tensors. The worker's own reload_weights(weights_path=...) (gpu_worker.py ->
+#   GPUModelRunner.reload_weights) reads a safetensors folder through the model's loader, inside
+#   vLLM's layerwise-reload lifecycle, so only a path string crosses the channel.
+# - SamplingParams(temperature, top_p, max_tokens, stop, include_stop_str_in_output, logprobs,
+#   skip_special_tokens): vllm/sampling_params.py; TokensPrompt(prompt_token_ids): vllm/inputs.
+#   CompletionOutput.token_ids / .logprobs (one {token id: Logprob} per position, list or FlatLogprobs)
+#   / .finish_reason / .stop_reason: vllm/outputs.py, vllm/logprobs.py.
+# - logprobs_mode="processed_logprobs" (vllm/config/model.py LogprobsMode; the sampler in
+#   vllm/v1/sample/sampler.py and ops/topk_topp_sampler.py): log_softmax of the logits after the
+#   temperature *and* the top-k/top-p mask. The other modes are before temperature ("raw_*") or are
+#   unnormalised logits, and a single token's raw logprob cannot be rescaled to temperature T (that needs
+#   the whole vocabulary's, logprobs=-1, 152k floats per token). So vLLM's logprob is the nucleus-
+#   renormalised one: it exceeds the full-distribution log_softmax(logits / T) by -log(nucleus mass),
+#   between 0 and -log(top_p) (0.051 at top_p 0.95), and equals it at top_p 1 and when greedy. The
+#   trainer recomputes logp_old itself, so this bias reaches only the logprob_gap metric, as a floor.
+#   tests/rollout/test_vllm_engine.py pins both cases against transformers.
+VLLM_LOGPROBS_MODE = "processed_logprobs"
+
+
+def _contiguous_copies(state: dict[str, Any]) -> dict[str, Any]:
+    """CPU tensors that safetensors can write: tied weights (one storage, two names) become copies."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        t = tensor.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        out[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
 
 
 class VLLMEngine:
-    """vLLM's async engine with token-id prompts; weight updates go through vLLM's weight loader.
+    """vLLM's async engine with token-id prompts. Weights arrive by vLLM's NCCL weight transfer
+    (:meth:`weight_transfer`, driven by :class:`s3ray.rollout.weight_sync.NcclSync`) or, for a state dict
+    in hand (:meth:`load_state_dict`), through a safetensors folder the worker reloads from.
 
-    Logprobs are requested as ``processed_logprobs``: computed after temperature scaling, as the
-    trainer recomputes them (vLLM's default reports temperature-1 logprobs).
+    One ``VLLMEngine`` per process, used from one event loop: ``AsyncLLM``'s output handler is a task
+    on the loop that first used it.
     """
 
     def __init__(self, model_dir: str | Path, seed: int = 0, gpu_memory_utilization: float = 0.5,
                  max_model_len: int | None = None, dtype: str = "auto"):
         try:
             from vllm import AsyncEngineArgs
+            from vllm.config import WeightTransferConfig
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
-            raise ImportError("rollout.backend=vllm needs the vllm package (GPU machines: pip install vllm); "
-                              "use rollout.backend=hf on CPU") from exc
+            raise ImportError("rollout.backend=vllm needs the vllm package (GPU machines: pip install "
+                              "'s3ray[gpu]'); use rollout.backend=hf on CPU") from exc
         args = AsyncEngineArgs(model=str(model_dir), seed=seed, dtype=dtype,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                               logprobs_mode="processed_logprobs", enable_prefix_caching=True)
+                               logprobs_mode=VLLM_LOGPROBS_MODE, enable_prefix_caching=True,
+                               weight_transfer_config=WeightTransferConfig(backend="nccl"))
         self.llm = AsyncLLM.from_engine_args(args)
         self.version = 0
         self._requests = 0
@@ -285,9 +173,46 @@ class VLLMEngine:
         return Generation(token_ids, logprobs, finish)
 
     async def load_state_dict(self, state: dict[str, Any], version: int) -> None:
-        await self.llm.collective_rpc(_vllm_load_weights, args=(state,))
-        await self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+        """Hugging Face-named weights in hand: written as one safetensors file, which every worker
+        reloads through the model's loader; the folder is removed afterwards."""
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory(prefix="s3ray-weights-") as folder:
+            await asyncio.to_thread(save_file, _contiguous_copies(state), str(Path(folder) / "model.safetensors"))
+            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        await self._new_weights(version)
+
+    async def _new_weights(self, version: int) -> None:
+        # Cached prefixes were computed by the old weights. The reset fails (returns False) while
+        # requests run; weights only change between batches, so that would be a bug, not a race.
+        if not await self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache: requests are still running")
         self.version = version
+
+    async def weight_transfer(self, step: str, payload: Any = None) -> None:
+        """One step of vLLM's NCCL weight transfer; ``payload``: the init info dict (``init``), the
+        update info (``update``) or the new version (``finish``)."""
+        from vllm.distributed.weight_transfer.base import (
+            WeightTransferInitRequest,
+            WeightTransferUpdateRequest,
+        )
+
+        if step == "init":
+            await self.llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info=payload))
+        elif step == "start":
+            await self.llm.start_weight_update()
+        elif step == "update":  # returns once this engine's workers received every bucket
+            await self.llm.update_weights(WeightTransferUpdateRequest(update_info=payload))
+        elif step == "finish":
+            await self.llm.finish_weight_update(weight_version=str(payload))
+            await self._new_weights(payload)
+        else:
+            raise ValueError(f"unknown weight transfer step {step!r}; known: init, start, update, finish")
+
+    def shutdown(self) -> None:
+        self.llm.shutdown()
 
 
 # --------------------------------------------------------------------------------------------
