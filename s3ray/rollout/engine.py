@@ -4,7 +4,9 @@ Every engine speaks token ids so that an episode's record is exactly what the po
 (nothing is re-encoded from text). ``Generation.logprobs[i]`` is ``log_softmax(logits / T)[token_i]``
 over the full vocabulary, with T the sampling temperature (1 when greedy): the quantity the trainer
 recomputes (``Episode.temperature``). Top-p only narrows which tokens can be drawn; the recorded logprob
-stays the full-distribution one, so rollout and trainer logprobs agree on the same weights.
+stays the full-distribution one, so rollout and trainer logprobs agree on the same weights. One
+documented exception: with top_p < 1, vLLM reports the nucleus-renormalised logprob, higher by at most
+-log(top_p) (see the vLLM section).
 
 - :class:`HFEngine`: a transformers causal LM behind a dynamic batcher (CPU default, also GPU).
 - :class:`VLLMEngine`: vLLM's async engine (GPU only; vllm is imported on first use).
@@ -14,7 +16,8 @@ stays the full-distribution one, so rollout and trainer logprobs agree on the sa
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -75,6 +78,161 @@ def hit_stop(tokenizer, token_ids: list[int], stop: tuple[str, ...]) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # Hugging Face transformers
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    future: asyncio.Future
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: FinishReason | None = None
+
+
+class HFEngine:
+    """A causal LM whose concurrent ``generate`` calls are decoded together, wave by wave.
+
+    Episodes call ``generate`` from many coroutines. Calls arriving while a wave decodes wait for the
+    next wave; a wave takes up to ``max_batch`` of them, left-pads the prompts into one batch, runs
+    the prompt forward once and then decodes token by token with the KV cache, each row stopping on
+    EOS, its ``max_tokens`` or a stop string, and leaving the batch (and its cache rows) when it stops.
+    The torch work runs in a thread: the event loop stays free for retrieval calls and for queueing
+    the next wave. A lock keeps weight loads between waves.
+    """
+
+    def __init__(self, model_dir: str | Path, max_batch: int = 16, seed: int = 0, device: str = "cpu",
+                 dtype: str = "float32", batch_wait_s: float = 0.01, max_wait_s: float = 0.1):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = frozenset(eos + ([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None
+                                        else []))
+        if not self.eos_ids:
+            raise ValueError(f"{model_dir}: neither the generation config nor the tokenizer names an EOS token")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
+        self.max_wait_s = max_wait_s
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.version = 0
+        self.wave_sizes: list[int] = []  # rows of each decoded wave (batching is observable in tests)
+        self._pending: list[_Request] = []
+        self._batcher: asyncio.Task | None = None
+        self._lock = threading.Lock()  # one wave or one weight load at a time
+
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
+        if not prompt_ids:
+            raise ValueError("generate needs a non-empty prompt")
+        request = _Request(list(prompt_ids), sampling, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._run_waves())
+        await request.future
+        return Generation(request.token_ids, request.logprobs, request.finish)
+
+    async def _run_waves(self) -> None:
+        while self._pending:
+            # Gather the wave: wait while requests keep arriving (episodes coming back from a search
+            # ask within milliseconds of each other), up to max_wait_s: a wave costs far more than that.
+            waited = 0.0
+            while waited < self.max_wait_s and len(self._pending) < self.max_batch:
+                seen = len(self._pending)
+                await asyncio.sleep(self.batch_wait_s)
+                waited += self.batch_wait_s
+                if len(self._pending) == seen:
+                    break  # quiet for batch_wait_s: nobody else is about to ask
+            wave = [r for r in self._pending[:self.max_batch] if not r.future.done()]  # drop cancelled
+            del self._pending[:self.max_batch]
+            if not wave:
+                continue
+            try:
+                await asyncio.to_thread(self._decode_wave, wave)
+            except Exception as exc:  # every caller of the wave sees the failure
+                for r in wave:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                continue
+            for r in wave:
+                if not r.future.done():
+                    r.future.set_result(None)
+
+    def _decode_wave(self, wave: list[_Request]) -> None:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            self.wave_sizes.append(len(wave))
+            width = max(len(r.prompt_ids) for r in wave)
+            ids = torch.full((len(wave), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(wave), width), dtype=torch.long)
+            for i, r in enumerate(wave):
+                ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+                mask[i, width - len(r.prompt_ids):] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            # Left padding: positions count real tokens only, so each row sees what it would alone.
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
+            next_pos = positions[:, -1:] + 1
+            rows = list(range(len(wave)))  # the request of each batch row
+            while True:
+                tokens, logprobs = self._sample(out.logits[:, -1, :].float(), [wave[i].sampling for i in rows])
+                for i, token, logprob in zip(rows, tokens, logprobs, strict=True):
+                    self._accept(wave[i], token, logprob)
+                keep = [b for b, i in enumerate(rows) if wave[i].finish is None]
+                if not keep:
+                    break
+                cache = out.cache
+                if len(keep) < len(rows):  # finished rows leave the batch: no compute is spent on them
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    mask, next_pos = mask[index], next_pos[index]
+                    rows, tokens = [rows[b] for b in keep], [tokens[b] for b in keep]
+                step = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+                mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+                out = self.model(input_ids=step, attention_mask=mask, position_ids=next_pos, cache=cache,
+                                 use_cache=True)
+                next_pos = next_pos + 1
+
+    def _sample(self, logits, params: list[SamplingParams]) -> tuple[list[int], list[float]]:
+        """One token per row of ``logits`` [rows, vocab], all rows at once, and its logprob at the row's T."""
+        import torch
+
+        temperature = torch.tensor([p.logprob_temperature for p in params], device=logits.device)
+        top_p = torch.tensor([1.0 if p.greedy else p.top_p for p in params], device=logits.device)
+        logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
+        # Nucleus per row: the most likely tokens whose mass reaches top_p (the one crossing it included).
+        sorted_probs, order = torch.sort(logp.exp(), dim=-1, descending=True)
+        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]] = 0.0
+        sampled = torch.gather(order, 1, torch.multinomial(sorted_probs, 1, generator=self.rng))[:, 0]
+        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
+        tokens = torch.where(greedy, logp.argmax(-1), sampled)
+        return tokens.tolist(), logp.gather(1, tokens[:, None])[:, 0].tolist()
+
+    def _accept(self, r: _Request, token: int, logprob: float) -> None:
+        r.token_ids.append(token)
+        r.logprobs.append(logprob)
+        if token in self.eos_ids:
+            r.finish = "eos"
+        elif hit_stop(self.tokenizer, r.token_ids, r.sampling.stop):
+            r.finish = "stop"
+        elif len(r.token_ids) >= r.sampling.max_tokens:
+            r.finish = "length"
+
+    async def load_state_dict(self, state: dict[str, Any], version: int) -> None:
+        await asyncio.to_thread(self._load, state, version)
+
+    def _load(self, state: dict[str, Any], version: int) -> None:
+        with self._lock:
+            self.model.load_state_dict(state, strict=True)
+            self.version = version
+
+
 # --------------------------------------------------------------------------------------------
 # vLLM (GPU)
 # --------------------------------------------------------------------------------------------

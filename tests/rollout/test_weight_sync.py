@@ -209,3 +209,15 @@ def test_weight_sync_for_the_config():
     assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), NcclSync)
     cfg.rollout.backend = "hf"
     assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), ObjectStoreSync)
+
+
+def test_a_state_with_tied_weights_can_be_written_for_vllm_to_reload(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from s3ray.rollout.engine import _contiguous_copies
+
+    embed = torch.randn(5, 3)
+    state = {"embed.weight": embed, "lm_head.weight": embed, "proj.weight": torch.randn(3, 4).t()}
+    save_file(_contiguous_copies(state), str(tmp_path / "model.safetensors"))  # shared or strided would raise
+    back = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(back[k], v) for k, v in state.items())
