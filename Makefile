@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-install when pyproject changes. torch==2.13.0 (CPU) comes from the machine's local wheel folder.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,dev]"
 	touch $@
 
 install: $(VENV)/.installed

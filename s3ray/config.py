@@ -105,7 +105,8 @@ class IndexConfig(Section):
     embed_actors: int = 1
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
-    use_gpu_faiss: bool = False
+    use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
+    gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
 
 
