@@ -105,7 +105,8 @@ class IndexConfig(Section):
     embed_actors: int = 1
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
-    use_gpu_faiss: bool = False
+    use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
+    gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
 
 
@@ -164,6 +165,9 @@ class JudgeConfig(Section):
     enabled: bool = False  # span-only GenAcc when off (the CPU default: the reader cannot judge)
     generator: GeneratorConfig | None = None  # None: judge with the answer generator
     max_tokens: int = 10
+    # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
+    # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
+    style: Literal["contains", "lenient"] = "contains"
 
 
 class DatasetSpec(Section):
@@ -414,6 +418,14 @@ class S3Config(Section):
                 raise ValueError("generator backend 'openai' needs base_url (the endpoint's /v1 URL)")
         if self.tracking.tracking_uri is None:
             object.__setattr__(self.tracking, "tracking_uri", f"sqlite:///{work / 'mlflow.db'}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_turn0_docs_are_the_baseline(self) -> S3Config:
+        """The GBR baseline (the naive-RAG cache's top-k answers) must be the searcher's turn-0 docs."""
+        if self.agent.initial_k != self.rag_cache.topk:
+            raise ValueError(f"agent.initial_k ({self.agent.initial_k}) must equal rag_cache.topk "
+                             f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
         return self
 
     @property
