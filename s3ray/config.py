@@ -285,6 +285,9 @@ class WarmStartConfig(Section):
     """Supervised warm start on heuristic-searcher trajectories, for a from-scratch tiny model."""
 
     enabled: bool = False
+    # bridge: queries entities the turn-0 docs name (multi-hop data); format: a random such entity, so
+    # the warm start teaches the tag format and query form only (see s3ray/agent/heuristic.py)
+    teacher: Literal["bridge", "format"] = "bridge"
     epochs: int = 2
     num_questions: int = 256
     lr: float = 1e-3

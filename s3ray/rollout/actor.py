@@ -56,7 +56,7 @@ class RolloutActor:
         self.index = index
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
-        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent)
+        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
         self.retriever = RetrieverClient.from_config(self.cfg)
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)

@@ -384,15 +384,17 @@ class HeuristicEngine:
     so the warm-started model learns to stop there; a query turn ends at ``</query>``.
     """
 
-    def __init__(self, tokenizer, agent_cfg):
+    def __init__(self, tokenizer, agent_cfg, teacher: str = "bridge"):
         self.tokenizer = tokenizer
         self.agent_cfg = agent_cfg
+        self.teacher = teacher
         self.version = 0
 
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
         from s3ray.agent.heuristic import heuristic_turn
 
-        text = heuristic_turn(self.tokenizer.decode(prompt_ids, skip_special_tokens=False), self.agent_cfg)
+        text = heuristic_turn(self.tokenizer.decode(prompt_ids, skip_special_tokens=False), self.agent_cfg,
+                              self.teacher)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         finish: FinishReason = "stop" if any(s in text for s in sampling.stop) else "eos"
         if finish == "eos" and self.tokenizer.eos_token_id is not None:
