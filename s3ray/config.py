@@ -353,6 +353,16 @@ class EvaluationConfig(Section):
     batch_size: int = 64  # questions answered and scored per resumable batch
 
 
+class BridgeWorldConfig(Section):
+    """The generated multi-hop world of the learning check (``s3ray generate-bridge``)."""
+
+    num_companies: int = Field(300, ge=4)  # one bridge question each
+    num_cities: int = Field(40, ge=4)
+    extra_people: int = Field(300, ge=0)  # passages of people who founded nothing: distractors
+    dev_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
 DEMO_STAGES = ("index", "deploy", "precompute", "train", "infer", "evaluate")
 
 
@@ -389,12 +399,14 @@ class S3Config(Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    bridge_world: BridgeWorldConfig = Field(default_factory=BridgeWorldConfig)
 
     @model_validator(mode="after")
     def _derive(self) -> S3Config:
         """Fill paths and URLs left as None from work_dir and the serve address."""
         work = self.paths.work_dir.expanduser().resolve()
         object.__setattr__(self.paths, "work_dir", work)
+        object.__setattr__(self.paths, "data_dir", self.paths.data_dir.expanduser().resolve())
         defaults = [
             (self.corpus, "path", Path("hotpotqa/corpus.jsonl")),
             (self.index, "dir", work / "index"),

@@ -30,6 +30,7 @@ from s3ray.config import REPO_ROOT, S3Config
 
 # stage -> job script; "deploy" always runs, since Serve apps live and die with the cluster.
 STAGE_SCRIPTS = {
+    "generate": "generate_bridge.py",
     "index": "build_index.py",
     "deploy": "deploy_services.py",
     "precompute": "precompute_rag_cache.py",
