@@ -48,15 +48,11 @@ class Completion:
 def parse_chat_request(body: Any, model_name: str | None = None) -> ChatRequest:
     """Validate an OpenAI chat-completions body; BadRequest with the reason if it is malformed.
 
-    A ``model`` other than ``model_name`` (when given) is a 404 as on OpenAI's API; ``stream: true`` is
-    refused (this server answers whole completions only).
+    ``stream: true`` is refused (this server answers whole completions only). A well-formed request for
+    a ``model`` other than ``model_name`` (when given) is a 404, as on OpenAI's API.
     """
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    model = body.get("model")
-    if model_name is not None and model is not None and model != model_name:
-        raise BadRequest(f"the model {model!r:.80} does not exist; this server serves {model_name!r}",
-                         status=404, code="model_not_found")
     if body.get("stream", False) is not False:
         raise BadRequest("'stream' is not supported by this server: send \"stream\": false (or leave it out)")
     messages = body.get("messages")
@@ -75,6 +71,10 @@ def parse_chat_request(body: Any, model_name: str | None = None) -> ChatRequest:
     temperature = body.get("temperature", 0.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
         raise BadRequest("'temperature' must be a number >= 0")
+    model = body.get("model")
+    if model_name is not None and model is not None and model != model_name:
+        raise BadRequest(f"the model {model!r:.80} does not exist; this server serves {model_name!r}",
+                         status=404, code="model_not_found")
     return ChatRequest([{"role": m["role"], "content": m["content"]} for m in messages], max_tokens,
                        float(temperature))
 
