@@ -124,6 +124,8 @@ class RetrieverConfig(Section):
     max_ongoing_requests: int = 64
     max_topk: int = 100
     max_queries: int = 1024
+    max_query_chars: int = 2048  # longer queries get a 400 (an encoder reads ~256 tokens anyway)
+    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
     default_topk: int = 3
     timeout_s: float = 30.0
     retries: int = 3
@@ -156,6 +158,7 @@ class GeneratorConfig(Section):
     max_ongoing_requests: int = 128  # server side, per replica (reader / hf)
     max_batch_size: int = 32  # reader / hf: concurrent requests answered in one forward pass
     batch_wait_s: float = 0.01
+    max_body_bytes: int = 1 << 20  # reader / hf: larger request bodies get a 413
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
     reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
