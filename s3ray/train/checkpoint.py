@@ -42,9 +42,11 @@ def _full_state_dicts(model: nn.Module, rank0_only: bool):
     from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+    # Offload only from a GPU: with CPU parameters, torch 2.13's gloo path crashes in offload_to_cpu.
+    offload = next(model.parameters()).is_cuda
     with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
-                              FullStateDictConfig(offload_to_cpu=True, rank0_only=rank0_only),
-                              FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=rank0_only)):
+                              FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
+                              FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):
         yield
 
 
