@@ -42,8 +42,7 @@ def _full_state_dicts(model: nn.Module, rank0_only: bool):
     from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    # Offload only from a GPU: with CPU parameters, torch 2.13's gloo path crashes in offload_to_cpu.
-    offload = next(model.parameters()).is_cuda
+    offload = next(model.parameters()).is_cuda  # see distributed.hf_full_state
     with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
                               FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
                               FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from s3ray.train.policy import hf_state_dict
+
 
 def process_group() -> Any | None:
     """``torch.distributed`` when a process group is up, else None."""
@@ -108,3 +110,17 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
         return float(model.clip_grad_norm_(max_norm))
     params = [p for p in model.parameters() if p.requires_grad]
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def hf_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The policy's full weights under Hugging Face names (LoRA merged), on CPU, on rank 0; None on the
+    other ranks. Collective under FSDP (every rank must call it)."""
+    if not is_fsdp(model):
+        return hf_state_dict(model) if rank() == 0 else None
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    # Offload only from a GPU: with CPU parameters, torch 2.13's gloo path crashes in offload_to_cpu.
+    offload = next(model.parameters()).is_cuda
+    with FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True,
+                                                     offload_to_cpu=offload):
+        return hf_state_dict(model.module) if rank() == 0 else None
