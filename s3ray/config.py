@@ -303,7 +303,7 @@ class TrainConfig(Section):
     ppo_epochs: int = Field(1, ge=1)
     mini_batch_size: int = Field(30, ge=1)  # episodes per optimiser step, over all ranks
     micro_batch_size: int = Field(15, ge=1)  # episodes per forward/backward on one rank
-    logprob_chunk_tokens: int = Field(8192, ge=1)  # rows x positions whose full-vocabulary logits exist at once
+    logprob_chunk_tokens: int = Field(4096, ge=1)  # rows x positions whose full-vocabulary logits exist at once
     grad_clip: float = 1.0
     whiten_advantages: bool = True
     critic_sees_observations: bool = False

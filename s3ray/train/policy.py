@@ -6,13 +6,16 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from s3ray.config import PolicyConfig
 from s3ray.train.batch import TokenBatch
 from s3ray.train.losses import entropy_from_logits
+
+if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+    from s3ray.config import PolicyConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from s3ray.config import PolicyConfig, TrainConfig
 from s3ray.train import distributed, losses
 from s3ray.train.batch import TokenBatch
 from s3ray.train.policy import Critic, load_policy, load_reference, token_logprobs
+
+if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+    from s3ray.config import PolicyConfig, TrainConfig
 
 
 @dataclass
