@@ -95,3 +95,37 @@ def test_a_resumed_run_equals_an_uninterrupted_one(random_lm_dir, tmp_path):
     assert a["actor"] and a["critic"] and a["actor_optim"]["state"] and a["critic_optim"]["state"]
     for key in ("actor", "critic", "actor_optim", "critic_optim", "schedulers", "draw"):
         _assert_same(a[key], b[key], key)
+
+
+def _lora_step(rank: int, world: int, model_dir: str, out: str) -> None:
+    from s3ray.train.distributed import hf_full_state
+
+    policy_cfg = PolicyConfig(dtype="bfloat16", gradient_checkpointing=True,
+                              lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0})
+    cfg = TrainConfig(strategy="fsdp", num_workers=2, batch_size=4, mini_batch_size=4, micro_batch_size=2,
+                      actor_lr=1e-2, algorithm="grpo", grpo_group_size=2)
+    learner = build_learner(Path(model_dir), policy_cfg, cfg, CPU)
+    before = {n: p.detach().clone() for n, p in learner.actor.named_parameters()}
+    episodes = random_episodes(4, seed=5)
+    for i, ep in enumerate(episodes):
+        ep["question_id"], ep["reward"] = f"q{i // 2}", float(i % 2)  # two groups of two, rewards 0 and 1
+    _train_step(learner, cfg, episodes, rank, world)
+    moved = {n.replace("_fsdp_wrapped_module.", "") for n, p in learner.actor.named_parameters()
+             if not torch.equal(p, before[n])}
+    state = hf_full_state(learner.actor)
+    if rank == 0:
+        torch.save({"moved": moved, "state": state}, out)
+
+
+def test_a_lora_policy_trains_and_publishes_under_fsdp(random_lm_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora.pt"
+    run_ranks(_lora_step, 2, str(random_lm_dir), str(out))
+    result = torch.load(out, weights_only=False)
+    assert result["moved"] and all("lora_" in n for n in result["moved"]), result["moved"]
+    base = AutoModelForCausalLM.from_pretrained(random_lm_dir).state_dict()
+    state = result["state"]
+    assert set(state) == set(base)  # Hugging Face names, adapters merged in
+    q = next(k for k in state if k.endswith("q_proj.weight"))
+    assert not torch.equal(state[q], base[q])
