@@ -248,7 +248,7 @@ class TinyModelConfig(Section):
 
 class LoraConfig(Section):
     enabled: bool = False
-    r: int = 16
+    r: int = Field(16, ge=1)
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -257,6 +257,8 @@ class LoraConfig(Section):
 class PolicyConfig(Section):
     model: str | None = None  # None: the tiny model built at <work_dir>/models/tiny
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    # The compute dtype. Under train.strategy=fsdp the trained models keep fp32 master weights and
+    # compute in this dtype (FSDP MixedPrecision); the reference and the rollout engines hold it as is.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     gradient_checkpointing: bool = False
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -280,10 +282,10 @@ class WarmStartConfig(Section):
     """Supervised warm start on heuristic-searcher trajectories, for a from-scratch tiny model."""
 
     enabled: bool = False
-    epochs: int = 2
-    num_questions: int = 256
+    epochs: int = Field(2, ge=1)
+    num_questions: int = Field(256, ge=1)
     lr: float = 1e-3
-    batch_size: int = 8
+    batch_size: int = Field(8, ge=1)
 
 
 class TrainConfig(Section):
