@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from s3ray.train.distributed import is_fsdp
+from s3ray.train.distributed import is_fsdp, offload_to_cpu
 from s3ray.train.policy import unwrap
 from s3ray.train.update import Learner
 
@@ -42,7 +42,7 @@ def _full_state_dicts(model: nn.Module, rank0_only: bool):
     from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    offload = next(model.parameters()).is_cuda  # see distributed.hf_full_state
+    offload = offload_to_cpu(model)
     with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
                               FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
                               FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):

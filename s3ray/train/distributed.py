@@ -112,6 +112,13 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
+def offload_to_cpu(model: nn.Module) -> bool:
+    """Whether FSDP may gather ``model``'s full state straight to CPU. Only from GPU shards: with CPU
+    parameters torch 2.13 crashes in it (gloo), and with one rank FSDP runs NO_SHARD, where
+    ``summon_full_params`` refuses it."""
+    return next(model.parameters()).is_cuda and world_size() > 1
+
+
 def hf_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     """The policy's full weights under Hugging Face names (LoRA merged), on CPU, on rank 0; None on the
     other ranks. Collective under FSDP (every rank must call it)."""
@@ -119,8 +126,6 @@ def hf_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
         return hf_state_dict(model) if rank() == 0 else None
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    # Offload only from a GPU: with CPU parameters, torch 2.13's gloo path crashes in offload_to_cpu.
-    offload = next(model.parameters()).is_cuda
     with FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True,
-                                                     offload_to_cpu=offload):
+                                                     offload_to_cpu=offload_to_cpu(model)):
         return hf_state_dict(model.module) if rank() == 0 else None

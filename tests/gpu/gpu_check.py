@@ -235,6 +235,7 @@ def main() -> int:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
     if device.type == "cuda":
         torch.cuda.set_device(0)
+        device = torch.device("cuda", 0)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
     t0 = time.perf_counter()
     try:
