@@ -47,7 +47,10 @@ class Learner:
 
 def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, device: torch.device) -> Learner:
     """Actor, reference, critic (PPO), AdamW optimisers and the warm-up schedule, wrapped for the
-    process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP."""
+    process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP.
+
+    torch's wrappers directly rather than Ray's ``prepare_model`` (which in Ray 2.60 only forwards
+    ``parallel_strategy_kwargs`` to the same classes): this runs, and is tested, without Ray."""
     torch.manual_seed(cfg.seed)
     compute_dtype = getattr(torch, policy_cfg.dtype)
 
