@@ -49,8 +49,9 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
     """Actor, reference, critic (PPO), AdamW optimisers and the warm-up schedule, wrapped for the
     process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP.
 
-    torch's wrappers directly rather than Ray's ``prepare_model`` (which in Ray 2.60 only forwards
-    ``parallel_strategy_kwargs`` to the same classes): this runs, and is tested, without Ray."""
+    torch's wrappers directly rather than Ray's ``prepare_model``: in Ray 2.60 that moves the whole model
+    to the device before wrapping, and refuses FSDP without CUDA. Here FSDP moves one unit at a time, and
+    the same code runs (and is tested) on CPU with gloo, and on a GPU without Ray."""
     torch.manual_seed(cfg.seed)
     compute_dtype = getattr(torch, policy_cfg.dtype)
 
