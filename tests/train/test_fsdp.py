@@ -53,6 +53,11 @@ RESUME_CFG = TrainConfig(strategy="fsdp", num_workers=2, batch_size=4, mini_batc
                          actor_lr=1e-3, critic_lr=1e-3, warmup_ratio=0.5, steps=2)
 
 
+def _straight_and_resumed(rank: int, world: int, model_dir: str, straight: str, resumed: str) -> None:
+    _run_two_steps(rank, world, model_dir, straight, interrupt=False)
+    _run_two_steps(rank, world, model_dir, resumed, interrupt=True)
+
+
 def _run_two_steps(rank: int, world: int, model_dir: str, out: str, interrupt: bool) -> None:
     policy_cfg = PolicyConfig(dtype="bfloat16")
     learner = build_learner(Path(model_dir), policy_cfg, RESUME_CFG, CPU)
@@ -89,8 +94,7 @@ def _assert_same(a, b, where: str = "") -> None:
 
 def test_a_resumed_run_equals_an_uninterrupted_one(random_lm_dir, tmp_path):
     straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
-    run_ranks(_run_two_steps, 2, str(random_lm_dir), str(straight), False)
-    run_ranks(_run_two_steps, 2, str(random_lm_dir), str(resumed), True)
+    run_ranks(_straight_and_resumed, 2, str(random_lm_dir), str(straight), str(resumed))
     a, b = torch.load(straight, weights_only=False), torch.load(resumed, weights_only=False)
     assert a["actor"] and a["critic"] and a["actor_optim"]["state"] and a["critic_optim"]["state"]
     for key in ("actor", "critic", "actor_optim", "critic_optim", "schedulers", "draw"):
