@@ -176,7 +176,7 @@ def encode_baseline(cfg, sample: int) -> float:
 
 
 def answer_recall(searcher, dev: list[dict], k: int = 3) -> float:
-    from s3ray.evaluation.metrics import normalize_answer
+    from s3ray.scoring.metrics import normalize_answer
 
     results = searcher.search([q["question"] for q in dev], k)
     hits = 0
@@ -252,7 +252,7 @@ def main() -> int:
 
 
 def normalize(question: dict) -> str:
-    from s3ray.evaluation.metrics import normalize_answer
+    from s3ray.scoring.metrics import normalize_answer
 
     return normalize_answer(question["golden_answers"][0])
 

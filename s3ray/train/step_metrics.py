@@ -5,25 +5,26 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
+
+from s3ray.agent.episode import Episode
 
 
-def episode_metrics(episodes: list[dict[str, Any]]) -> dict[str, float]:
+def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
     """Batch means of what the episodes did (rank 0, whole batch)."""
     def mean(values) -> float:
         values = [float(v) for v in values]
         return sum(values) / max(len(values), 1)
 
     return {
-        "reward": mean(e["reward"] for e in episodes),
-        "genacc": mean(e["acc_s3"] for e in episodes),
-        "rag_acc": mean(e["acc_rag"] for e in episodes),
-        "turns": mean(len(e["turns"]) for e in episodes),
-        "docs_selected": mean(len(e["context"]) for e in episodes),
-        "invalid_action_rate": (sum(e["invalid_turns"] for e in episodes)
-                                / max(sum(len(e["turns"]) for e in episodes), 1)),
-        "response_tokens": mean(len(e["response_ids"]) for e in episodes),
-        "action_tokens": mean(sum(e["action_mask"]) for e in episodes),
+        "reward": mean(e.reward for e in episodes),
+        "genacc": mean(e.acc_s3 for e in episodes),
+        "rag_acc": mean(e.acc_rag for e in episodes),
+        "turns": mean(len(e.turns) for e in episodes),
+        "docs_selected": mean(len(e.context) for e in episodes),
+        "invalid_action_rate": (sum(e.invalid_turns for e in episodes)
+                                / max(sum(len(e.turns) for e in episodes), 1)),
+        "response_tokens": mean(len(e.response_ids) for e in episodes),
+        "action_tokens": mean(sum(e.action_mask) for e in episodes),
         "episodes": float(len(episodes)),
     }
 

@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 
+from s3ray.agent.episode import Episode
 from s3ray.config import S3Config, config_from_dict
+from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
-from s3ray.train.batch import collate_episodes, episode_dict
+from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import export_pretrained
 from s3ray.train.step_metrics import StepClock, episode_metrics
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
@@ -56,27 +58,23 @@ def step_question_indices(num_questions: int, step: int, batch_size: int, seed: 
     return order[slot * batch_size:(slot + 1) * batch_size]
 
 
-def shard_episodes(episodes: list[dict], question_ids: list[str], rank: int, world: int,
-                   samples: int) -> list[dict]:
+def shard_episodes(episodes: list[Episode], question_ids: list[str], rank: int, world: int,
+                   samples: int) -> list[Episode]:
     """This rank's episodes: those of every ``world``-th question of the step (whole groups per rank)."""
-    by_question: dict[str, list[dict]] = {}
+    by_question: dict[str, list[Episode]] = {}
     for ep in episodes:
-        by_question.setdefault(str(ep["question_id"]), []).append(ep)
+        by_question.setdefault(str(ep.question_id), []).append(ep)
     wrong = {q: len(by_question.get(q, [])) for q in question_ids if len(by_question.get(q, [])) != samples}
     if wrong or len(episodes) != samples * len(question_ids):
         raise RuntimeError(f"the pool returned {len(episodes)} episodes for {len(question_ids)} questions x "
                            f"{samples} samples; mismatched questions (id: count): {dict(list(wrong.items())[:5])}")
     mine = question_ids[rank::world]
-    return [ep for q in mine for ep in sorted(by_question[q], key=lambda e: e.get("sample_index", 0))]
+    return [ep for q in mine for ep in sorted(by_question[q], key=lambda e: e.sample_index)]
 
 
-def publish(learner: Learner, pool, version: int) -> None:
-    """The weight-sync seam: the actor's full weights to the rollout pool (collective under FSDP)."""
-    import ray
-
-    state = distributed.hf_full_state(learner.actor)
-    if distributed.rank() == 0:
-        ray.get(pool.update_weights.remote(ray.put(state), version))
+def publish(learner: Learner, weights: WeightSync, version: int) -> None:
+    """The actor's full weights to the rollout engines (a collective gather under FSDP; rank 0 sends)."""
+    weights.publish(distributed.hf_full_state(learner.actor), version)
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -112,7 +110,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 cfg, "train", tags={"s3ray.algorithm": tc.algorithm, **config["tags"]}, run_id=run_id))
             run_id = run.info.run_id
         # The pool starts from the base weights: give it ours (warm-started or resumed) before sampling.
-        publish(learner, pool, start_step)
+        weights = weight_sync_for(cfg, pool, rank)
+        publish(learner, weights, start_step)
         for step in range(start_step + 1, tc.steps + 1):
             clock = StepClock()
             step_questions = [questions[i] for i in step_question_indices(len(questions), step, tc.batch_size,
@@ -121,8 +120,8 @@ def train_loop(config: dict[str, Any]) -> None:
             shards, stats = None, {}
             if rank == 0:
                 with clock.section("rollout"):
-                    episodes = [episode_dict(e) for e in ray.get(pool.run.remote(
-                        step_questions, samples_per_question=samples, with_reward=True))]
+                    episodes = ray.get(pool.run.remote(step_questions, samples_per_question=samples,
+                                                       with_reward=True))
                 stats = episode_metrics(episodes)
                 question_ids = [str(q["id"]) for q in step_questions]
                 shards = [shard_episodes(episodes, question_ids, r, world, samples) for r in range(world)]
@@ -132,7 +131,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 prepared, prep_metrics = prepare_batch(batch, learner, tc)
                 update_metrics = ppo_epochs(prepared, learner, tc, num_minibatches(num_episodes, tc))
             with clock.section("publish"):
-                publish(learner, pool, step)
+                publish(learner, weights, step)
             update_metrics = distributed.mean_across_ranks(update_metrics, device)
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,

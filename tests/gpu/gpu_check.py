@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from s3ray.agent.episode import Episode  # noqa: E402
 from s3ray.train import distributed  # noqa: E402
 from s3ray.train.batch import collate_episodes  # noqa: E402
 from s3ray.train.policy import token_logprobs  # noqa: E402
@@ -75,15 +76,16 @@ def qwen2(vocab: int, hidden: int, layers: int, intermediate: int, heads: int, k
         tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0, pad_token_id=0))
 
 
-def episodes(vocab: int, n: int, prompt_len: int, response_len: int, seed: int) -> list[dict]:
+def episodes(vocab: int, n: int, prompt_len: int, response_len: int, seed: int) -> list[Episode]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
         ids = torch.randint(1, vocab, (prompt_len + response_len,), generator=g).tolist()
         mask = [1] * response_len
         mask[response_len // 3: response_len // 2] = [0] * (response_len // 2 - response_len // 3)  # an observation
-        out.append({"question_id": f"q{i}", "prompt_ids": ids[:prompt_len], "response_ids": ids[prompt_len:],
-                    "action_mask": mask, "logprobs": [0.0] * response_len, "temperature": 0.7, "reward": 1.0})
+        out.append(Episode(question_id=f"q{i}", question="", golden_answers=[], source="gpu_check",
+                           prompt_ids=ids[:prompt_len], response_ids=ids[prompt_len:], action_mask=mask,
+                           logprobs=[0.0] * response_len, temperature=0.7, reward=1.0))
     return out
 
 
@@ -207,9 +209,9 @@ def check_hf_engine(device: torch.device, state: dict[str, torch.Tensor], small:
         prompts, gens = asyncio.run(sample())
     trainer = base.to(device).eval()
     trainer.load_state_dict(state)
-    eps = [{"question_id": f"q{i}", "prompt_ids": p, "response_ids": g.token_ids, "logprobs": g.logprobs,
-            "action_mask": [1] * len(g.token_ids), "temperature": 0.7, "reward": 0.0}
-           for i, (p, g) in enumerate(zip(prompts, gens, strict=True))]
+    eps = [Episode(question_id=f"q{i}", question="", golden_answers=[], source="gpu_check", prompt_ids=p,
+                   response_ids=g.token_ids, action_mask=[1] * len(g.token_ids), logprobs=g.logprobs,
+                   temperature=0.7, reward=0.0) for i, (p, g) in enumerate(zip(prompts, gens, strict=True))]
     batch = collate_episodes(eps, pad_id=0).to(device)
     with torch.no_grad():
         logp, _ = token_logprobs(trainer, batch, batch.temperature, chunk_tokens=64)

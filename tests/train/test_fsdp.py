@@ -112,7 +112,7 @@ def _lora_step(rank: int, world: int, model_dir: str, out: str) -> None:
     before = {n: p.detach().clone() for n, p in learner.actor.named_parameters()}
     episodes = random_episodes(4, seed=5)
     for i, ep in enumerate(episodes):
-        ep["question_id"], ep["reward"] = f"q{i // 2}", float(i % 2)  # two groups of two, rewards 0 and 1
+        ep.question_id, ep.reward = f"q{i // 2}", float(i % 2)  # two groups of two, rewards 0 and 1
     _train_step(learner, cfg, episodes, rank, world)
     moved = {n.replace("_fsdp_wrapped_module.", "") for n, p in learner.actor.named_parameters()
              if not torch.equal(p, before[n])}

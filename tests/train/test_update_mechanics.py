@@ -8,6 +8,7 @@ import random
 
 import torch
 
+from s3ray.agent.episode import Episode
 from s3ray.config import PolicyConfig, TrainConfig
 from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import load_policy, token_logprobs
@@ -16,16 +17,17 @@ from s3ray.train.update import accumulate_gradients, build_learner, ppo_epochs, 
 CPU = torch.device("cpu")
 
 
-def random_episodes(n: int, seed: int = 0) -> list[dict]:
+def random_episodes(n: int, seed: int = 0) -> list[Episode]:
     """Episodes of different prompt and response lengths, with observation tokens between actions."""
     rng = random.Random(seed)
     episodes = []
     for i in range(n):
         r = rng.randint(1, 9)
-        episodes.append({"question_id": f"q{i}", "prompt_ids": [rng.randrange(1, 60) for _ in range(rng.randint(2, 6))],
-                         "response_ids": [rng.randrange(1, 60) for _ in range(r)],
-                         "action_mask": [1] + [int(rng.random() < 0.7) for _ in range(r - 1)],
-                         "logprobs": [0.0] * r, "temperature": 1.0, "reward": rng.random()})
+        episodes.append(Episode(question_id=f"q{i}", question="", golden_answers=[], source="random",
+                                prompt_ids=[rng.randrange(1, 60) for _ in range(rng.randint(2, 6))],
+                                response_ids=[rng.randrange(1, 60) for _ in range(r)],
+                                action_mask=[1] + [int(rng.random() < 0.7) for _ in range(r - 1)],
+                                logprobs=[0.0] * r, temperature=1.0, reward=rng.random()))
     return episodes
 
 
