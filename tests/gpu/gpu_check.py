@@ -41,12 +41,14 @@ class _Blocker(importlib.abc.MetaPathFinder):
         frame = sys._getframe(1)
         while frame is not None and frame.f_code.co_filename.startswith("<frozen"):
             frame = frame.f_back
-        if frame is not None and frame.f_code.co_filename.startswith(str(REPO)):
+        if frame is not None and frame.f_code.co_filename.startswith(OWN_CODE):
             BLOCKED_IMPORTS.append(f"{name} from {frame.f_code.co_filename}:{frame.f_lineno}")
             raise ImportError(f"{name} imported by {frame.f_code.co_filename}: the GPU machine has no {name}")
         return None
 
 
+# The package and the tests, not a virtual environment that may live inside the checkout (.venv/).
+OWN_CODE = (str(REPO / "s3ray"), str(REPO / "tests"))
 sys.meta_path.insert(0, _Blocker())
 sys.path.insert(0, str(REPO))
 
