@@ -11,7 +11,7 @@ One-sentence company passages keep the generator (the extractive reader answers 
 sentences) from filling its answer with sentences about the company alone.
 
 Naive RAG retrieves the company's passage (and passages of its partners), never the founder's, so it
-cannot answer by construction: the birth city appears only in the founder's passage. A searcher that
+cannot answer by construction: the company's passage never names the founder's birth city. A searcher that
 reads the company's passage and queries the founder's name finds it. Which name to query is the one
 thing the searcher must learn; every candidate name it could copy from the initial docs is equally
 well-formed.
