@@ -251,6 +251,7 @@ class TinyModelConfig(Section):
     num_kv_heads: int = 2
     intermediate_size: int = 384
     max_position_embeddings: int = 8192
+    copy_pretrain_steps: int = 0  # teach it to copy a name from its context (tinylm.pretrain_copying)
     seed: int = 0
 
 
@@ -364,7 +365,7 @@ class TrainConfig(Section):
 class InferenceConfig(Section):
     dir: Path | None = None  # None: <work_dir>/contexts
     # Any of: direct, cot, naive_rag, naive_rag_bm25, ircot, search_o1, search_r1, deepretrieval,
-    # s3, s3_no_select, s3_no_init, s3_no_both (see s3ray/inference/registry.py).
+    # s3, s3_no_select, s3_no_init, s3_no_both, s3_teacher (see s3ray/inference/registry.py).
     gatherers: list[str] = Field(default_factory=lambda: ["direct", "naive_rag", "ircot", "s3"])
     searcher_checkpoint: str | None = None  # None: the exported policy of the training run
     reasoner: GeneratorConfig | None = None  # LLM of IRCoT / Search-o1 / DeepRetrieval; None: generator

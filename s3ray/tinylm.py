@@ -10,6 +10,7 @@ It knows nothing until trained: see the warm start in ``s3ray.train``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 _DONE_MARKER = "s3ray_tiny.json"
+log = logging.getLogger(__name__)
 
 
 def corpus_texts(corpus_path: Path, limit: int = 20_000) -> Iterator[str]:
@@ -105,6 +107,62 @@ def build_model(cfg: TinyModelConfig, vocab_size: int, eos_id: int):
     return Qwen2ForCausalLM(config)
 
 
+COPY_CUE = '<query>{"query": "who is'  # how a query naming an entity begins (agent/heuristic.py)
+
+
+def copy_examples(texts: Iterable[str], tokenizer, context_tokens: int = 64) -> list[tuple[list[int], list[int]]]:
+    """(passage ids + the query cue, ids of the capitalised words of the passage): what a model that
+    can name an entity from its context may write next. A lone first word is left out (a sentence
+    opener, like the subject the passage is about)."""
+    cue = tokenizer.encode(COPY_CUE, add_special_tokens=False)
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(" ".join(text.split()), add_special_tokens=False)[:context_tokens]
+        names = sorted({t for t in ids[1:] if tokenizer.decode([t])[:2].strip()[:1].isupper()
+                        and tokenizer.decode([t]).startswith(" ")})
+        if names:
+            out.append((ids + cue, names))
+    return out
+
+
+def pretrain_copying(model, examples: list[tuple[list[int], list[int]]], steps: int, lr: float = 3e-3,
+                     batch_size: int = 32, seed: int = 0) -> list[float]:
+    """What a real LLM brings from pretraining and a from-scratch tiny model lacks: copying a name from
+    its context. Cross-entropy of the next token against the uniform distribution over the passage's
+    names, on short passages: it teaches *how* to copy a name, never *which* name a task needs (the
+    learning check leaves that to RL). Returns the loss of each step."""
+    import random
+
+    import torch
+
+    if not examples:
+        raise ValueError("no copy examples: the corpus has no capitalised words")
+    rng = random.Random(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=lr)
+    pad = model.config.pad_token_id
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = rng.sample(examples, min(batch_size, len(examples)))
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        target = torch.zeros((len(batch), model.config.vocab_size))
+        for row, (ids, names) in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)  # left-padded: the cue ends each row
+            attention[row, width - len(ids):] = 1
+            target[row, names] = 1.0 / len(names)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -1]
+        loss = -(target * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) -> Path:
     """Build the tiny searcher once at ``out_dir`` (atomic: concurrent callers never see half a folder)."""
     out_dir = Path(out_dir)
@@ -119,6 +177,11 @@ def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) ->
         model.generation_config.eos_token_id = [tokenizer.eos_token_id,
                                                 tokenizer.convert_tokens_to_ids(IM_END)]
         model.generation_config.pad_token_id = tokenizer.eos_token_id
+        if cfg.copy_pretrain_steps:
+            examples = copy_examples(corpus_texts(corpus_path), tokenizer)
+            losses = pretrain_copying(model, examples, cfg.copy_pretrain_steps, seed=cfg.seed)
+            log.info("tiny model: %d copy-pretraining steps, loss %.3f -> %.3f", len(losses),
+                     losses[0], sum(losses[-20:]) / len(losses[-20:]))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _DONE_MARKER).write_text(json.dumps(cfg.model_dump() | {"corpus": str(corpus_path)}))

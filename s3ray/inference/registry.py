@@ -128,7 +128,7 @@ GATHERERS: dict[str, Callable[[S3Config], ContextGatherer]] = {
     "search_o1": _search_o1,
     "search_r1": _search_r1,
     "deepretrieval": _deepretrieval,
-    **{name: _s3_variant(name) for name in ("s3", "s3_no_select", "s3_no_init", "s3_no_both")},
+    **{name: _s3_variant(name) for name in ("s3", "s3_no_select", "s3_no_init", "s3_no_both", "s3_teacher")},
 }
 
 

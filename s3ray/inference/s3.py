@@ -3,7 +3,8 @@ the searcher selected (turn-0 naive-RAG docs included, as in the paper).
 
 The paper's ablations are the same searcher with the agent's context rules switched off:
 ``s3_no_select`` (every retrieved doc, no selection), ``s3_no_init`` (no turn-0 docs in the context),
-``s3_no_both``.
+``s3_no_both``. ``s3_teacher`` runs the warm start's rule-based teacher (``train.warm_start.teacher``)
+instead of a checkpoint: the row that says what the warm start imitated, and so what RL must improve on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ S3_VARIANTS: dict[str, tuple[bool, bool]] = {
     "s3_no_select": (False, True),
     "s3_no_init": (True, False),
     "s3_no_both": (False, False),
+    "s3_teacher": (True, True),
 }
 
 
@@ -62,6 +64,7 @@ class S3Gatherer(ContextGatherer):
         if name not in S3_VARIANTS:
             raise ValueError(f"unknown s3 variant {name!r}; known: {sorted(S3_VARIANTS)}")
         self.name = name
+        self.policy = "heuristic" if name == "s3_teacher" else "model"
         self.cfg = variant_config(cfg, name)
         self.model_dir = searcher_checkpoint(cfg)
         self._pool = None
@@ -77,14 +80,16 @@ class S3Gatherer(ContextGatherer):
 
     async def gather(self, questions: list[Question]) -> list[GatheredContext]:
         pool = self._ensure_pool()
-        episodes = await pool.run.remote([q.to_dict() for q in questions], greedy=True, with_reward=False)
+        episodes = await pool.run.remote([q.to_dict() for q in questions], greedy=True, with_reward=False,
+                                       policy=self.policy)
         if len(episodes) != len(questions):
             raise RuntimeError(f"rollout pool returned {len(episodes)} episodes for {len(questions)} "
                                "questions")
         return [self._context(q, ep) for q, ep in zip(questions, episodes, strict=True)]
 
     def _context(self, question: Question, episode) -> GatheredContext:
-        trace = {"checkpoint": str(self.model_dir), "episode_text": episode.text}
+        source = str(self.model_dir) if self.policy == "model" else f"teacher:{self.cfg.train.warm_start.teacher}"
+        trace = {"checkpoint": source, "episode_text": episode.text}
         return GatheredContext.of(question, list(episode.context), trace)
 
     def close(self) -> None:
