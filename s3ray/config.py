@@ -105,6 +105,7 @@ class IndexConfig(Section):
     embed_actors: int = 1
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
+    embed_torch_threads: int = 0  # per actor; 0: the node's cores shared among the embed actors
     use_gpu_faiss: bool = False
     bm25: bool = True
 
@@ -118,14 +119,21 @@ class RetrieverConfig(Section):
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     index_shards: int = 1  # an index too large for one replica is split; results are merged
+    # Ray gives a fractional-CPU actor one OpenMP thread: the encoder would use one core of many.
+    torch_threads: int = 0  # per replica; 0: every core of the node
     encoder_max_batch_size: int = 32
-    encoder_batch_wait_s: float = 0.005
+    # 0: no wait; queries that arrive while a batch is encoded form the next batch (a wait would only
+    # add latency to a lone query).
+    encoder_batch_wait_s: float = 0.0
     max_ongoing_requests: int = 64
     max_topk: int = 100
     max_queries: int = 1024
     default_topk: int = 3
     timeout_s: float = 30.0
     retries: int = 3
+    # In-cluster callers (rollout, precompute, reward) call the Serve app by deployment handle (no HTTP
+    # proxy); False: they use HTTP at url (a retriever outside the cluster).
+    use_handle: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +152,7 @@ class GeneratorConfig(Section):
     num_replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    torch_threads: int = 0  # reader / hf replica; 0: every core of the node
     tensor_parallel_size: int = 1
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.9
@@ -267,6 +276,7 @@ class RolloutConfig(Section):
     num_actors: int = 1
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
+    torch_threads_per_actor: int = 0  # 0: the node's cores shared among the actors
     temperature: float = 0.6
     top_p: float = 0.95
     engine_max_batch: int = 16  # episodes whose next turn is generated in one forward batch
