@@ -43,6 +43,7 @@ def init_ray(cfg: S3Config, *, include_dashboard: bool | None = None) -> None:
         include_dashboard=include_dashboard if include_dashboard is not None else False,
         dashboard_host=cfg.cluster.dashboard_host,
         runtime_env={"env_vars": env_vars},
+        _system_config={"worker_niceness": cfg.cluster.worker_niceness},
         **kwargs,
     )
 

@@ -55,6 +55,9 @@ class ClusterConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS, else a local cluster started in-process
     num_cpus: int | None = None  # logical CPUs of a local cluster (None: Ray's detection)
     object_store_mb: int | None = None
+    # Niceness of the workers of a cluster s3ray starts (actors, replicas). Ray's default, 15, makes
+    # them yield the CPU to every other process of the machine (and to single-process tools next to it).
+    worker_niceness: int = 0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
 
@@ -119,8 +122,10 @@ class RetrieverConfig(Section):
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     index_shards: int = 1  # an index too large for one replica is split; results are merged
-    # Ray gives a fractional-CPU actor one OpenMP thread: the encoder would use one core of many.
-    torch_threads: int = 0  # per replica; 0: every core of the node
+    # Torch threads per replica (0: every core of the node), whatever its num_cpus (Ray would set it
+    # from them). One: on a busy 2-core machine a two-thread OpenMP team waits at every barrier for its
+    # preempted half (c8 ran at 6 queries/s with two threads, 40 with one); scale with num_replicas.
+    torch_threads: int = 1
     encoder_max_batch_size: int = 32
     # 0: no wait; queries that arrive while a batch is encoded form the next batch (a wait would only
     # add latency to a lone query).
@@ -152,7 +157,7 @@ class GeneratorConfig(Section):
     num_replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    torch_threads: int = 0  # reader / hf replica; 0: every core of the node
+    torch_threads: int = 1  # reader / hf replica; 0: every core of the node (see retriever.torch_threads)
     tensor_parallel_size: int = 1
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.9

@@ -129,7 +129,10 @@ def _chat_server_class():
     @serve.deployment
     class ChatServer:
         def __init__(self, gen_dict: dict):
+            from s3ray.cluster import set_torch_threads
+
             gen = GeneratorConfig.model_validate(gen_dict)
+            set_torch_threads(gen.torch_threads)
             self.model_name = gen.served_model_name or gen.model
             self.backend = _BACKENDS[gen.backend](gen)
             self.generate_batch.set_max_batch_size(gen.max_batch_size)
