@@ -85,9 +85,10 @@ def main() -> int:
         hotpot = probe.paths.data_dir / "hotpotqa"
         corpus = corpus_slice(hotpot / "corpus.jsonl", hotpot / "dev.jsonl", work / "corpus.jsonl",
                               QUESTIONS + WARMUP_QUESTIONS)
-        # Logical CPUs: two rollout actors and both services must fit, whatever the core count.
+        # Logical CPUs: two rollout actors and both services must fit, whatever the core count. One torch
+        # thread per actor in both pools: the ratio is what a second actor adds, not a thread count.
         base = [f"paths.work_dir={work}", f"corpus.path={corpus}", f"serve.port={free_port()}",
-                "cluster.num_cpus=8"]
+                "cluster.num_cpus=8", "rollout.torch_threads_per_actor=1"]
         cfg = load_config(None, base)
         init_ray(cfg)
         try:
