@@ -56,17 +56,13 @@ def reader_rate(reader, items, batch_size: int) -> float:
 
 def main() -> None:
     from s3ray.cluster import set_torch_threads
-    from s3ray.config import REPO_ROOT, load_config
+    from s3ray.config import REPO_ROOT
     from s3ray.data.qa import load_datasets
     from s3ray.generation.reader import ExtractiveReader
     from s3ray.ragcache.precompute import precompute
     from s3ray.retrieval.client import RetrieverClient
 
-    # The demo's corpus (its first 3,600 passages, in an index of its own): retrieval is a small share
-    # of a precompute, and the whole corpus would take minutes to embed on a busy machine.
-    bench = REPO_ROOT / "runs" / "bench"
-    cfg = demo_services([f"rag_cache.dir={bench / 'rag_cache_dev'}", f"index.dir={bench / 'index_demo'}",
-                         f"corpus.limit={load_config('demo_cpu').corpus.limit}",
+    cfg = demo_services([f"rag_cache.dir={REPO_ROOT / 'runs' / 'bench' / 'rag_cache_dev'}",
                          "data.train=[{name: hotpotqa, path: hotpotqa/dev.jsonl}]"])
     questions = load_datasets(cfg.data.train)
     docs = RetrieverClient.from_config(cfg).search([q.question for q in questions], cfg.rag_cache.topk)
