@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo test test-all test-gpu bench lint clean
+.PHONY: install demo test test-all test-gpu check-vllm-api bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-install when pyproject changes. torch==2.13.0 (CPU) comes from the machine's local wheel folder.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,11 +29,16 @@ test-all: install
 test-gpu: install
 	$(BIN)/python -m pytest -m gpu $(ARGS)
 
+# Optional, not in CI: every vLLM name and parameter the rollout engine and weight sync use, checked
+# against vLLM 0.29.0 (the installed vllm's live objects, else the source of its downloaded wheel).
+check-vllm-api: install
+	$(BIN)/python tools/check_vllm_api.py $(ARGS)
+
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 
 lint: install
-	$(BIN)/ruff check s3ray pipelines tests bench
+	$(BIN)/ruff check s3ray pipelines tests bench tools
 
 clean:
 	rm -rf runs .pytest_cache

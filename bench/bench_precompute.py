@@ -30,10 +30,10 @@ ROUNDS = 2
 
 def sequential_rate(cfg, questions) -> float:
     """The seed's precompute: for each question, one retrieve request, one generation, one score."""
-    from s3ray.evaluation.genacc import GenAccScorer
     from s3ray.generation.client import GeneratorClient
     from s3ray.generation.prompts import answer_messages
     from s3ray.retrieval.client import RetrieverClient
+    from s3ray.scoring.genacc import GenAccScorer
 
     retriever = RetrieverClient.from_config(cfg)
     generator = GeneratorClient.from_config(cfg.generator)

@@ -165,7 +165,7 @@ def bare_encode_rate(cfg) -> float:
 
 
 def answer_recall(searcher, dev: list[dict], k: int = 3) -> float:
-    from s3ray.evaluation.metrics import normalize_answer
+    from s3ray.scoring.metrics import normalize_answer
 
     results = searcher.search([q["question"] for q in dev], k)
     hits = 0
@@ -196,12 +196,12 @@ def main() -> int:
     from ray import serve
 
     from s3ray.cluster import init_ray
-    from s3ray.evaluation.metrics import normalize_answer
     from s3ray.retrieval.client import RetrieverClient
     from s3ray.retrieval.indexing import build_index
     from s3ray.retrieval.manifest import MANIFEST
     from s3ray.retrieval.searchers import load_searcher
     from s3ray.retrieval.service import deploy
+    from s3ray.scoring.metrics import normalize_answer
 
     with tempfile.TemporaryDirectory(prefix="bench_retrieval_") as tmp:
         work = Path(tmp)

@@ -109,7 +109,8 @@ class IndexConfig(Section):
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_torch_threads: int = 0  # per actor; 0: the node's cores shared among the embed actors
-    use_gpu_faiss: bool = False
+    use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
+    gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
 
 
@@ -171,12 +172,16 @@ class GeneratorConfig(Section):
     batch_wait_s: float = 0.01
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
+    reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
 
 
 class JudgeConfig(Section):
     enabled: bool = False  # span-only GenAcc when off (the CPU default: the reader cannot judge)
     generator: GeneratorConfig | None = None  # None: judge with the answer generator
     max_tokens: int = 10
+    # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
+    # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
+    style: Literal["contains", "lenient"] = "contains"
 
 
 class DatasetSpec(Section):
@@ -295,6 +300,9 @@ class WarmStartConfig(Section):
     """Supervised warm start on heuristic-searcher trajectories, for a from-scratch tiny model."""
 
     enabled: bool = False
+    # bridge: queries entities the turn-0 docs name (multi-hop data); format: a random such entity, so
+    # the warm start teaches the tag format and query form only (see s3ray/agent/heuristic.py)
+    teacher: Literal["bridge", "format"] = "bridge"
     epochs: int = 2
     num_questions: int = 256
     lr: float = 1e-3
@@ -428,6 +436,14 @@ class S3Config(Section):
                 raise ValueError("generator backend 'openai' needs base_url (the endpoint's /v1 URL)")
         if self.tracking.tracking_uri is None:
             object.__setattr__(self.tracking, "tracking_uri", f"sqlite:///{work / 'mlflow.db'}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_turn0_docs_are_the_baseline(self) -> S3Config:
+        """The GBR baseline (the naive-RAG cache's top-k answers) must be the searcher's turn-0 docs."""
+        if self.agent.initial_k != self.rag_cache.topk:
+            raise ValueError(f"agent.initial_k ({self.agent.initial_k}) must equal rag_cache.topk "
+                             f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
         return self
 
     @property

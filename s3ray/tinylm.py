@@ -46,6 +46,22 @@ def corpus_texts(corpus_path: Path, limit: int = 20_000) -> Iterator[str]:
             yield row.get("contents") or f"{row.get('title', '')}\n{row.get('text', '')}"
 
 
+def searcher_format_texts(repeats: int = 200) -> list[str]:
+    """The words of the searcher's own prompt and turns (instructions, a rendered doc, a query, a
+    selection, the nudges), repeated so BPE merges them: a tokenizer trained on the corpus alone
+    spells "query" or "Title" letter by letter when the corpus is not English prose (the learning
+    check's generated world), which makes every prompt several times longer."""
+    from s3ray.agent.observation import FINAL_TURN_NOTE, NUDGE
+    from s3ray.agent.prompt import build_searcher_prompt
+    from s3ray.config import AgentConfig
+    from s3ray.types import Doc
+
+    prompt = build_searcher_prompt("Which city?", [Doc("0", "Title", "Text.")], AgentConfig())
+    turns = ('<query>{"query": "who is"}</query> <important_info>[1, 2, 3]</important_info> '
+             "<search_complete>False</search_complete> <search_complete>True</search_complete>")
+    return [prompt, turns, NUDGE, FINAL_TURN_NOTE] * repeats
+
+
 def build_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE tokenizer with a chat template and the s3 tags as added tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -97,7 +113,8 @@ def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) ->
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     try:
-        tokenizer = build_tokenizer(corpus_texts(corpus_path), cfg.vocab_size)
+        texts = [*corpus_texts(corpus_path), *searcher_format_texts()]
+        tokenizer = build_tokenizer(texts, cfg.vocab_size)
         model = build_model(cfg, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id)
         model.generation_config.eos_token_id = [tokenizer.eos_token_id,
                                                 tokenizer.convert_tokens_to_ids(IM_END)]

@@ -42,6 +42,15 @@ def test_agent_presets_set_the_paper_triples():
         load_config(None, ["agent.preset=9-9-9"])
 
 
+def test_turn0_docs_must_be_the_naive_rag_baseline(tmp_path):
+    with pytest.raises(ValueError, match=r"agent.initial_k \(5\) must equal rag_cache.topk \(3\)"):
+        load_config(None, [f"paths.work_dir={tmp_path}", "agent.initial_k=5"])
+    cfg = load_config(None, [f"paths.work_dir={tmp_path}", "agent.initial_k=5", "rag_cache.topk=5"])
+    assert cfg.agent.initial_k == cfg.rag_cache.topk == 5
+    paper = load_config("s3_8_3_3").agent
+    assert paper.seed_extra_turn and paper.max_turns == 3  # s3's trainer runs max_turns + 1 search turns
+
+
 def test_unknown_keys_and_bad_values_are_errors():
     with pytest.raises(ValueError, match="trian"):
         load_config(None, ["trian.steps=3"])

@@ -6,13 +6,16 @@ as the engine sampled them) and the encoded observations and nudges between turn
 ``logprobs`` 0.0). The rollout fed exactly ``prompt_ids + response_ids[:t]`` to the engine before
 turn t, so training on these ids trains on what the policy saw; nothing is re-encoded from text.
 
+One type end to end: the rollout actors return ``Episode`` objects (Ray pickles dataclasses), the
+pool passes them on, and the trainer collates them; nothing converts them to dicts and back.
+
 Reward: ``reward`` is the episode's scalar (Gain Beyond RAG). The trainer places it on the last
 token whose ``action_mask`` is 1 (``s3ray.train.batch.collate_episodes``); every other token gets 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from s3ray.types import Doc
@@ -70,19 +73,3 @@ class Episode:
             raise ValueError(f"episode {self.key}: action_mask holds values other than 0 and 1")
         if any(lp != 0.0 for lp, m in zip(self.logprobs, self.action_mask, strict=True) if m == 0):
             raise ValueError(f"episode {self.key}: observation tokens carry logprobs")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only (docs become dicts): episodes travel through Ray and into JSON."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> Episode:
-        known = {f.name for f in fields(cls)}
-        unknown = set(row) - known
-        if unknown:
-            raise ValueError(f"unknown episode fields: {sorted(unknown)}")
-        data = dict(row)
-        data["context"] = [d if isinstance(d, Doc) else Doc.from_dict(d) for d in row.get("context", [])]
-        data["initial_docs"] = [d if isinstance(d, Doc) else Doc.from_dict(d)
-                                for d in row.get("initial_docs", [])]
-        return cls(**data)

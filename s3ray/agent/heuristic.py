@@ -1,32 +1,52 @@
-"""A rule-based searcher, the teacher of the tiny model's supervised warm start.
+"""Rule-based searchers, the teachers of the tiny model's supervised warm start.
 
-It reads the episode so far (the decoded text after the prompt's sentinel) and writes the next turn:
+A teacher reads the episode so far (the decoded text after the prompt's sentinel) and writes the next
+turn. Both teachers search for *entities named in the documents*, never for the question again: a
+query built from the question's own words finds naive RAG's documents a second time, and a model
+warm-started on such queries learns to copy naive RAG.
 
-1. First turn: if every keyword of the question already occurs in the turn-0 docs, stop
-   (``<search_complete>True``); otherwise search once with the question's keywords (at most ``MAX_QUERY_WORDS``) as a JSON query.
-2. After a search: name the docs of the newest block that share the most keywords with the question
-   (up to ``select_cap``, ties by rank, at least one) and stop.
+``bridge`` (HotpotQA and other multi-hop data): a bridge question names one entity and asks about a
+second one that only the first entity's passage names ("the director of film X was born where?"). So:
+
+1. candidates are the capitalised phrases in the texts of the turn-0 docs, best-ranked doc first, and
+   within a doc multi-word names before single words, each in reading order; without the phrases the question already names and without the docs' own titles
+   (a title's passage is already there);
+2. each search turn queries the next candidate, up to ``max_turns`` searches;
+3. after a search it selects the new docs of the result block whose title shares a word with the
+   query (the candidate's own passage), at most ``select_cap``, and searches on or stops.
+
+``format`` (the learning check): the same turns, but each query names a candidate drawn at random
+(seeded by the question), and the selection is the top result. It teaches the tag format and the query
+form, not which entity to name: that is left for RL to discover.
 
 Deterministic and always well-formed, so warm-start episodes show the format the RL policy must keep.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
+from typing import Literal
 
 from s3ray.agent.prompt import SENTINEL
 from s3ray.config import AgentConfig
+
+Teacher = Literal["bridge", "format"]
 
 STOPWORDS = frozenset(
     "a an the of in on at to for by with from and or but is are was were be been being what which who "
     "whom whose when where why how that this these those did do does has have had it its as than then "
     "there their they he she his her him not no yes same both also one two".split())
-MAX_QUERY_WORDS = 10  # keeps a query turn well inside small per-turn token budgets
 _WORD = re.compile(r"[a-z0-9]+")
 _QUESTION = re.compile(r"<question>(.*?)</question>", re.DOTALL)
 _INFORMATION = re.compile(r"<information>(.*?)</information>", re.DOTALL)
+_QUERY = re.compile(r"<query>(.*?)</query>", re.DOTALL)
+_SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
 _DOC_LINE = re.compile(r"^Doc\s*\d+\s*\(Title:\s*(.*?)\)\s*(.*)$")
+# A capitalised word, optionally followed by more capitalised words (joined by "of", "the", "de", ...).
+_ENTITY = re.compile(r"\b[A-Z][\w'\-.]*[\w'](?:\s+(?:(?:of|the|de|and|von|van|la|du)\s+)?[A-Z][\w'\-]*\w)*")
 
 
 def keywords(text: str) -> list[str]:
@@ -34,34 +54,76 @@ def keywords(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS))
 
 
-def information_blocks(text: str) -> list[list[str]]:
-    """The docs (title and text, one string each) of every ``<information>`` block, in order."""
+def information_blocks(text: str) -> list[list[tuple[str, str]]]:
+    """The docs, as (title, text), of every ``<information>`` block, in order."""
     blocks = []
     for body in _INFORMATION.findall(text):
-        docs = [" ".join(m.groups()) for line in body.splitlines() if (m := _DOC_LINE.match(line.strip()))]
+        docs = [m.groups() for line in body.splitlines() if (m := _DOC_LINE.match(line.strip()))]
         blocks.append(docs)
     return blocks
 
 
+def past_queries(text: str) -> list[str]:
+    """The queries the episode has issued so far (the JSON value, else the raw body)."""
+    out = []
+    for body in _QUERY.findall(text):
+        try:
+            out.append(str(json.loads(body)["query"]))
+        except (ValueError, KeyError, TypeError):
+            out.append(body.strip())
+    return out
+
+
+def candidate_entities(docs: list[tuple[str, str]], question: str) -> list[str]:
+    """Capitalised phrases of the docs' texts, in rank and reading order, each once, without the ones
+    whose content words the question already holds and without the docs' titles."""
+    asked = set(keywords(question))
+    titles = {title.strip().lower() for title, _ in docs}
+    out: list[str] = []
+    for _, text in docs:
+        found: list[str] = []
+        for match in _ENTITY.finditer(text):
+            phrase = match.group().rstrip(".")
+            if " " not in phrase and _SENTENCE_START.search(text[:match.start()]):
+                continue  # "Born", "After": a lone capitalised word opening a sentence is rarely a name
+            words = keywords(phrase)
+            if not words or all(w in asked for w in words) or phrase.lower() in titles:
+                continue
+            found.append(phrase)
+        # Multi-word names first: "Shirley Temple" is a better query than "American".
+        out += sorted(found, key=lambda phrase: " " not in phrase)
+    return list(dict.fromkeys(out))
+
+
 def complete_turn(ids: list[int] | None = None) -> str:
-    selection = f"<important_info>{json.dumps(ids)}</important_info>\n" if ids else ""
-    return f"{selection}<search_complete>True</search_complete>"
+    return f"{_selection(ids)}<search_complete>True</search_complete>"
 
 
-def query_turn(query: str) -> str:
-    return f"<query>{json.dumps({'query': query})}</query>"
+def query_turn(query: str, ids: list[int] | None = None) -> str:
+    """A search turn; after a search, the selection from the newest block and "not complete" first."""
+    prefix = f"{_selection(ids)}<search_complete>False</search_complete>\n" if ids is not None else ""
+    return f"{prefix}<query>{json.dumps({'query': query})}</query>"
 
 
-def rank_by_overlap(question_words: list[str], docs: list[str], cap: int | None) -> list[int]:
-    """1-based ids of the docs sharing the most question keywords (at least one doc, ties by rank)."""
-    wanted = set(question_words)
-    overlaps = [len(wanted & set(_WORD.findall(doc.lower()))) for doc in docs]
-    order = sorted(range(len(docs)), key=lambda i: (-overlaps[i], i))
-    chosen = [i + 1 for i in order if overlaps[i] > 0][:cap]
-    return chosen or ([1] if docs else [])
+def _selection(ids: list[int] | None) -> str:
+    """The ``<important_info>`` tag; an empty list still claims its block, which then adds nothing
+    (a block without a tag would give the generator every one of its docs)."""
+    return "" if ids is None else f"<important_info>{json.dumps(ids)}</important_info>\n"
 
 
-def heuristic_turn(episode_text: str, cfg: AgentConfig) -> str:
+def select_new(block: list[tuple[str, str]], seen_titles: set[str], query: str, cap: int | None) -> list[int]:
+    """1-based ids of the block's docs not seen before whose title shares a word with the query."""
+    wanted = set(keywords(query))
+    chosen = [i for i, (title, _) in enumerate(block, start=1)
+              if title.lower() not in seen_titles and wanted & set(keywords(title))]
+    return chosen[:cap]
+
+
+def _rng(question: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big"))
+
+
+def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "bridge") -> str:
     """The next turn for an episode whose decoded text (prompt and turns so far) is ``episode_text``."""
     _, found, loop_text = episode_text.partition(SENTINEL)
     if not found:
@@ -69,11 +131,22 @@ def heuristic_turn(episode_text: str, cfg: AgentConfig) -> str:
     question = _QUESTION.search(loop_text)
     if question is None:
         raise ValueError("the episode text has no <question> after the sentinel")
-    words = keywords(question.group(1))
+    question_text = question.group(1).strip()
     blocks = information_blocks(loop_text)
-    if len(blocks) <= 1:  # only the turn-0 docs so far
-        seen = set(_WORD.findall(" ".join(blocks[0]).lower())) if blocks else set()
-        if words and all(w in seen for w in words):
-            return complete_turn()
-        return query_turn(" ".join(words[:MAX_QUERY_WORDS]) or question.group(1).strip())
-    return complete_turn(rank_by_overlap(words, blocks[-1], cfg.select_cap))
+    queries = past_queries(loop_text)
+    candidates = candidate_entities(blocks[0] if blocks else [], question_text)
+    if teacher == "format":
+        _rng(question_text).shuffle(candidates)
+    elif teacher != "bridge":
+        raise ValueError(f"unknown warm-start teacher {teacher!r}; known: bridge, format")
+    ids = None
+    if len(blocks) > 1 and queries:  # after a search: select from its results
+        seen = {title.lower() for block in blocks[:-1] for title, _ in block}
+        ids = [1] if teacher == "format" else select_new(blocks[-1], seen, queries[-1], cfg.select_cap)
+    searches_left = cfg.max_turns + (1 if cfg.seed_extra_turn else 0) - (len(blocks) - 1)
+    remaining = [c for c in candidates if c not in queries]
+    if teacher == "format" and queries:
+        remaining = []  # one search: the query is the only thing it teaches
+    if searches_left > 0 and remaining:
+        return query_turn(remaining[0], ids)
+    return complete_turn(ids)

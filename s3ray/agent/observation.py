@@ -10,12 +10,15 @@ from collections.abc import Sequence
 
 from s3ray.types import Doc
 
-# Shown after a turn with neither a query nor a completed search (s3's nudge, in our words).
-NUDGE = (
-    "\n\nMy previous output had no valid action. To search, I must write a new query as JSON between "
-    '<query> and </query>, e.g. <query>{"query": "..."}</query>. To stop, I must write '
-    "<search_complete>True</search_complete>. Let me try again.\n\n"
-)
+# Shown after a turn with neither a query nor a completed search. As in s3, the nudge ends by opening a
+# <query>: the searcher's invalid turn ended with its end-of-message token, and the opened tag makes
+# its next tokens a query body (the parser reads "...</query>" without an opening tag as one), the
+# continuation the released s3 model was trained on. It names no complete tag itself, so the
+# nudge's own text never parses as an action. Before the search-disabled final turn no query is
+# opened: FINAL_TURN_NOTE follows instead.
+INVALID_TURN_NOTE = "\n\nMy previous output had no valid action.\n"
+NUDGE = (INVALID_TURN_NOTE + "The information so far is not enough, so I will write a brand-new search query "
+         'as JSON, {"query": "..."}:\n<query>\n')
 
 # Appended to the observation before the final selection turn, where search is disabled: the searcher
 # is told so, and what is still useful to write (a selection from the newest block).

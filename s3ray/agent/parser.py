@@ -7,14 +7,17 @@
   gives its first element); invalid JSON or a missing key falls back to the raw body. An empty
   query is no search: the turn is invalid.
 - Otherwise the turn is invalid; the environment answers with the nudge.
-- ``<important_info>`` ids are all integers in the first tag's body, de-duplicated in order.
+- ``<important_info>`` ids are all integers in the first tag's body, de-duplicated in order. A tag with
+  no integers (``[]``, or a body that does not parse) is an empty selection, not a missing one: it
+  claims its block, which then gives the generator nothing (s3's rule, :mod:`s3ray.agent.selection`).
+  ``important_info`` is None only when the turn has no tag.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 ActionKind = Literal["search", "complete", "invalid"]
@@ -40,7 +43,7 @@ _INT = re.compile(r"-?\d+")
 class TurnAction:
     kind: ActionKind
     query: str | None = None  # the search query (kind == "search")
-    important_info: list[int] = field(default_factory=list)  # doc ids named in <important_info>
+    important_info: list[int] | None = None  # doc ids named in <important_info>; None: no tag
     search_complete: bool | None = None  # None: no parsable <search_complete> tag
     think: str | None = None
     text: str = ""  # the turn's text up to and including the first </query>
@@ -99,7 +102,7 @@ def parse_turn(text: str) -> TurnAction:
     think = _THINK.search(text)
     complete = parse_bool(complete_tag.group(1)) if complete_tag else None
     common = dict(
-        important_info=parse_ids(important.group(1)) if important else [],
+        important_info=parse_ids(important.group(1)) if important else None,
         search_complete=complete,
         think=think.group(1).strip() if think else None,
         text=text,

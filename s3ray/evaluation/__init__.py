@@ -1,1 +1,1 @@
-"""Answer scoring (metrics, GenAcc) and the evaluate stage. Import the submodules directly."""
+"""The evaluate stage and its report; answer scoring lives in :mod:`s3ray.scoring`. Import the submodules directly."""

@@ -122,8 +122,8 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
     if not pending:  # a re-run only rebuilds the report: the services need not be up
         log.info("every gathered context is already scored")
         return
-    from s3ray.evaluation.genacc import GenAccScorer
     from s3ray.generation.client import GeneratorClient
+    from s3ray.scoring.genacc import GenAccScorer
 
     generator = GeneratorClient.from_config(cfg.generator)
     scorer = GenAccScorer.from_config(cfg)

@@ -6,6 +6,9 @@ from s3ray.config import GeneratorConfig
 
 
 def generator_identity(gen: GeneratorConfig) -> str:
-    """What answered: ``backend:model`` (the reader adds its span cap, which changes its answers)."""
+    """What answered: ``backend:model`` (the reader adds its span cap and answer size, which change its
+    answers)."""
     name = f"{gen.backend}:{gen.served_model_name or gen.model}"
-    return f"{name}:span{gen.reader_max_span_words}" if gen.backend == "reader" else name
+    if gen.backend != "reader":
+        return name
+    return f"{name}:span{gen.reader_max_span_words}x{gen.reader_answer_spans}"

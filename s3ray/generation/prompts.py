@@ -32,14 +32,24 @@ COT_SYSTEM = (
     "Answer the question. Think step by step first, then give the final answer, as short as possible, "
     "between <answer> and </answer>, e.g. <answer>Paris</answer>."
 )
-JUDGE_TEMPLATE = (
-    "Decide whether the response contains any of the golden answers (the same entity, value or "
-    "meaning counts, wording may differ).\n"
-    "Question: {question}\n"
-    "Golden answers: {golds}\n"
-    "Response: {response}\n"
-    "Reply with one word: yes or no."
-)
+# s3's judge (``check_if_response_is_correct_llm``): is any golden answer, shown as a Python list,
+# contained in the response? The question is not shown. The lenient variant shows the question and also
+# accepts the same meaning in other words (judge.style=lenient).
+JUDGE_TEMPLATES = {
+    "contains": (
+        "Is any of the golden answers {golds} contained in the response below?\n"
+        "Response: {response}\n"
+        "Reply with one word: yes or no."
+    ),
+    "lenient": (
+        "Decide whether the response contains any of the golden answers (the same entity, value or "
+        "meaning counts, wording may differ).\n"
+        "Question: {question}\n"
+        "Golden answers: {golds}\n"
+        "Response: {response}\n"
+        "Reply with one word: yes or no."
+    ),
+}
 
 _DOC_LINE = re.compile(r"^Doc (\d+) \(Title: (.*?)\) (.*)$")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
@@ -75,10 +85,12 @@ def extract_cot_answer(text: str) -> str:
     return found[-1].strip() if found else text.strip()
 
 
-def judge_messages(question: str, response: str, golds: Sequence[str]) -> Messages:
-    """s3's judge: does the response contain any golden answer? One user message, yes/no."""
-    return [{"role": "user", "content": JUDGE_TEMPLATE.format(question=question, golds=list(golds),
-                                                              response=response)}]
+def judge_messages(question: str, response: str, golds: Sequence[str], style: str = "contains") -> Messages:
+    """The judge's one user message, asking yes/no; ``style`` names one of :data:`JUDGE_TEMPLATES`."""
+    if style not in JUDGE_TEMPLATES:
+        raise ValueError(f"unknown judge style {style!r}; known: {sorted(JUDGE_TEMPLATES)}")
+    return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=list(golds),
+                                                                      response=response)}]
 
 
 def parse_judge(text: str) -> bool | None:

@@ -6,14 +6,20 @@ No LLM is available offline on the CPU machines, so the default "generator" answ
    into overlapping windows of that many words (stride half a window);
 2. embed the question and every candidate (prefixed with its document's title, since sentences often
    refer to their subject by pronoun) with the bundled MiniLM sentence encoder;
-3. answer with the candidate of highest cosine similarity (at most ``max_span_words`` words; ties go
-   to the earlier document and sentence).
+3. answer with the ``answer_spans`` candidates of highest cosine similarity, best first, each written
+   ``Title: sentence`` and joined by `` | `` (ties go to the earlier document and sentence).
 
-It is deterministic (scores are rounded before the arg-max, so batching never flips a near-tie) and it
-only ever answers with text from the given documents: with no documents its answer is empty. It can
-neither reason nor say yes/no, so it cannot act as the GenAcc judge. Its answers are sentence-sized,
-which the span check of GenAcc rewards more than an LLM's short answers; compare numbers across
-generators with that in mind.
+Why several title-prefixed sentences rather than the single best one: the answer to a multi-hop question
+is often the title of the second passage (the bridge entity) or a phrase next to the best-matching
+sentence. A one-sentence reader is right so rarely, whatever the context, that the context hardly
+changes its accuracy; this one is right in about half the cases where the context holds the answer, so
+better search shows in GenAcc (on the bundled dev set, span GenAcc is about 15 points higher with the
+two gold passages than with naive RAG's top 3). It is still a frozen, deterministic function of
+(question, docs): scores are rounded before the arg-max, so batching never flips a near-tie, and with
+no documents its answer is empty. It can neither reason nor say yes/no, so it cannot act as the GenAcc
+judge. Its answers are longer than an LLM's, which the span check of GenAcc rewards; compare numbers
+across generators with that in mind. Its settings (``generator.reader_*``) are part of every run's
+recorded config.
 """
 
 from __future__ import annotations
@@ -55,10 +61,12 @@ def split_candidates(text: str, max_words: int) -> list[str]:
 
 
 class ExtractiveReader:
-    def __init__(self, model: str = BUNDLED_ENCODER, max_span_words: int = 24, encoder=None):
-        if max_span_words < 1:
-            raise ValueError("max_span_words must be >= 1")
+    def __init__(self, model: str = BUNDLED_ENCODER, max_span_words: int = 24, answer_spans: int = 3,
+                 encoder=None):
+        if max_span_words < 1 or answer_spans < 1:
+            raise ValueError("max_span_words and answer_spans must be >= 1")
         self.max_span_words = max_span_words
+        self.answer_spans = answer_spans
         self.encoder = encoder if encoder is not None else load_sentence_encoder(model)
 
     def answer(self, question: str, docs: Sequence[Doc]) -> str:
@@ -73,7 +81,7 @@ class ExtractiveReader:
             item_spans = []
             for doc in docs:
                 for span in split_candidates(doc.text, self.max_span_words):
-                    item_spans.append(span)
+                    item_spans.append(f"{doc.title}: {span}" if doc.title else span)
                     texts.append(f"{doc.title}. {span}" if doc.title else span)
             spans.append(item_spans)
         if not texts:
@@ -88,5 +96,6 @@ class ExtractiveReader:
                 answers.append("")
                 continue
             scores = np.round(span_vecs @ question_vec, 4)
-            answers.append(item_spans[int(np.argmax(scores))])
+            best = np.argsort(-scores, kind="stable")[:self.answer_spans]  # stable: ties keep doc order
+            answers.append(" | ".join(item_spans[i] for i in best))
         return answers

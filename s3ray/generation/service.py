@@ -69,7 +69,7 @@ class ReaderBackend:
     def __init__(self, gen: GeneratorConfig):
         from s3ray.generation.reader import ExtractiveReader
 
-        self.reader = ExtractiveReader(gen.model, gen.reader_max_span_words)
+        self.reader = ExtractiveReader(gen.model, gen.reader_max_span_words, gen.reader_answer_spans)
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
         from s3ray.generation.prompts import parse_answer_messages

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from s3ray.config import S3Config, config_from_dict
 from s3ray.inference.base import ContextGatherer, GatheredContext
-from s3ray.types import Doc, Question
+from s3ray.types import Question
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ class S3Gatherer(ContextGatherer):
         return [self._context(q, ep) for q, ep in zip(questions, episodes, strict=True)]
 
     def _context(self, question: Question, episode) -> GatheredContext:
-        docs = [d if isinstance(d, Doc) else Doc.from_dict(d) for d in episode.context]
         trace = {"checkpoint": str(self.model_dir), "episode_text": episode.text}
-        return GatheredContext.of(question, docs, trace)
+        return GatheredContext.of(question, list(episode.context), trace)
 
     def close(self) -> None:
         if self._pool is not None:

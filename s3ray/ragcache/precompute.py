@@ -58,9 +58,9 @@ class NaiveRagBatch:
     """Ray Data actor: a batch of questions -> naive-RAG records in a new part file -> one status row each."""
 
     def __init__(self, cfg_dict: dict):
-        from s3ray.evaluation.genacc import GenAccScorer
         from s3ray.generation.client import GeneratorClient
         from s3ray.retrieval.handle import in_cluster_retriever
+        from s3ray.scoring.genacc import GenAccScorer
 
         cfg = config_from_dict(cfg_dict)
         self.retriever = in_cluster_retriever(cfg)

@@ -21,7 +21,9 @@ class CacheIdentity:
     def from_config(cls, cfg: S3Config) -> CacheIdentity:
         from s3ray.generation import generator_identity
 
-        judge = generator_identity(cfg.judge.generator or cfg.generator) if cfg.judge.enabled else "none"
+        # The judge's wording changes its verdicts: a cache judged in another style is another cache.
+        judge = (f"{generator_identity(cfg.judge.generator or cfg.generator)}:{cfg.judge.style}"
+                 if cfg.judge.enabled else "none")
         retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
         return cls(generator_identity(cfg.generator), retriever, cfg.rag_cache.topk, judge)
 

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from s3ray.config import S3Config
+from s3ray.retrieval.indexing import gpu_index
 from s3ray.retrieval.manifest import BM25_DIR, DOCS_FILE, FAISS_FILE, mismatches, read_manifest
 from s3ray.types import Doc
 
@@ -110,8 +111,10 @@ class DenseSearcher:
             index.hnsw.efSearch = cfg.index.hnsw_ef_search
         # A GPU FAISS index must not be searched from two threads at once; CPU indexes may be.
         self._lock: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if cfg.index.use_gpu_faiss and faiss.get_num_gpus() > 0:
-            index = faiss.index_cpu_to_all_gpus(index)
+        if cfg.index.use_gpu_faiss:
+            if cfg.retriever.index_shards > 1:
+                raise ValueError("retriever.index_shards splits a CPU index; on GPUs use index.gpu_shard")
+            index = gpu_index(index, cfg.index)
             self._lock = threading.Lock()
         if cfg.retriever.index_shards > 1:
             if cfg.index.kind != "flat":

@@ -10,6 +10,9 @@
   ``run(items, greedy, with_reward, policy)`` runs its episodes concurrently.
 - :mod:`~s3ray.rollout.pool`: ``create_pool(cfg, model_dir)`` -> the named ``rollout_pool`` actor:
   ``run.remote(questions, greedy=False, samples_per_question=1, with_reward=True, policy="model")`` ->
-  ``Episode`` list in input order (question, then sample); ``update_weights.remote(state, version)``;
+  ``Episode`` list in input order (question, then sample); ``update_weights.remote([state_ref], version)``;
+  ``weight_transfer.remote(step, payload)`` / ``transfer_members.remote()`` (vLLM's NCCL transfer);
   ``ready.remote()``; ``stats.remote()``. Dead actors are restarted and their episodes re-run.
+- :mod:`~s3ray.rollout.weight_sync`: ``weight_sync_for(cfg, pool, rank).publish(state, version)``, called by
+  the trainer on every rank: the object store for HF engines, vLLM's NCCL weight transfer for vLLM.
 """

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from s3ray.agent.episode import Episode
 from s3ray.config import S3Config, config_from_dict
 from s3ray.rollout.engine import HeuristicEngine, SamplingParams
 from s3ray.rollout.runner import run_episode
@@ -57,7 +58,7 @@ class RolloutActor:
         self.index = index
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
-        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent)
+        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
         self.retriever = in_cluster_retriever(self.cfg)
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
@@ -67,9 +68,9 @@ class RolloutActor:
     def scorer(self):
         if self._scorer is None:
             from s3ray.agent.reward import RewardScorer
-            from s3ray.evaluation.genacc import GenAccScorer
             from s3ray.generation.client import GeneratorClient
             from s3ray.ragcache.cache import RagCache
+            from s3ray.scoring.genacc import GenAccScorer
 
             cfg = self.cfg
             # The cache of this generator/retriever/k/judge combination; an absent cache is empty and
@@ -80,8 +81,8 @@ class RolloutActor:
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,
-                  policy: Policy = "model") -> list[dict[str, Any]]:
-        """Episodes of the (question, sample index) items, in item order, as plain dicts."""
+                  policy: Policy = "model") -> list[Episode]:
+        """Episodes of the (question, sample index) items, in item order."""
         if policy not in ("model", "heuristic"):
             raise ValueError(f"unknown rollout policy {policy!r}; known: model, heuristic")
         if not items:
@@ -102,12 +103,22 @@ class RolloutActor:
         episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
         if with_reward:
             await self.scorer.score(episodes)
-        return [ep.to_dict() for ep in episodes]
+        return list(episodes)
 
     async def update_weights(self, state: dict[str, Any], version: int) -> int:
+        """The object-store strategy: ``state`` arrives resolved (a top-level ref argument)."""
         await self.engine.load_state_dict(state, version)
         self.pushed_version = version
         return version
+
+    async def weight_transfer(self, step: str, payload: Any = None) -> None:
+        """The NCCL strategy: one step of vLLM's weight transfer (:mod:`s3ray.rollout.weight_sync`)."""
+        if not hasattr(self.engine, "weight_transfer"):
+            raise TypeError(f"rollout.backend={self.cfg.rollout.backend} has no NCCL weight transfer; "
+                            "its weights go through the object store")
+        await self.engine.weight_transfer(step, payload)
+        if step == "finish":
+            self.pushed_version = payload
 
     async def ping(self) -> dict[str, Any]:
         """Alive, and which pushed weights it holds: a restarted actor holds none, and the pool re-sends."""

@@ -8,9 +8,14 @@ pool re-sends the latest weights, and the chunk runs again, on the restarted act
 restarts are spent, on another live one. Results are taken only from completed chunks, so no episode
 is lost or duplicated.
 
-Weights: ``update_weights`` puts the state in the object store once, pushes it to every actor and
-remembers it; before each batch every actor is asked which pushed version it holds, and a restarted
-actor (which holds the model folder's weights) gets the latest again.
+Weights arrive by one of the two strategies of :mod:`s3ray.rollout.weight_sync`. Object store:
+``update_weights([ref], version)`` gets the state's ref inside a list, so the pool never deserialises
+it; it hands the ref to every actor (each reads it from the object store) and remembers it. NCCL
+(vLLM): ``weight_transfer(step, payload)`` fans vLLM's weight-transfer calls out to the actors, and
+``transfer_members()`` tells the trainer which actors form the group. Before each batch every actor
+is asked which pushed version it holds: a restarted actor (which holds the model folder's weights)
+gets the remembered ref again, or, when the weights came over NCCL, sits out until the trainer's
+next publish re-forms the group with it.
 """
 
 from __future__ import annotations
@@ -56,21 +61,49 @@ class RolloutPool:
             num_cpus=rc.num_cpus_per_actor, num_gpus=rc.num_gpus_per_actor,
             max_restarts=rc.max_actor_restarts, max_task_retries=0)
         self.actors = [actor_cls.remote(cfg, model_dir, i) for i in range(rc.num_actors)]
-        self.weights: tuple[Any, int] | None = None  # (object ref of the latest state, its version)
+        # The latest weights: (object ref of the state, or None when they came over NCCL; version).
+        self.weights: tuple[Any, int] | None = None
         self.last_stats: dict[str, float] = {}
 
-    async def update_weights(self, state: dict[str, Any], version: int) -> int:
-        import ray
-
-        self.weights = (ray.put(state), version)  # one copy in the object store, read by every actor
-        del state
+    async def update_weights(self, refs: list, version: int) -> int:
+        """``refs``: ``[ObjectRef of the state]``. Nested, so Ray hands the pool the ref, not the state."""
+        [ref] = refs
+        self.weights = (ref, version)
         await asyncio.gather(*(self._ready(a) for a in list(self.actors)))
         return version
 
+    async def transfer_members(self) -> list[tuple[int, int]]:
+        """The live actors as (index, pid), in the order :meth:`weight_transfer` numbers them: an NCCL
+        group formed with these is stale once this list changes (an actor restarted or died)."""
+        await self._up()
+        infos = await asyncio.gather(*(a.ping.remote() for a in self.actors))
+        return [(info["index"], info["pid"]) for info in infos]
+
+    async def weight_transfer(self, step: str, payload: Any = None) -> None:
+        """One vLLM weight-transfer call on every actor's engine, concurrently (they meet in NCCL).
+        ``init`` gives the i-th actor's workers the ranks after the trainer's and the earlier actors'."""
+        from s3ray.rollout.weight_sync import WORKERS_PER_ENGINE
+
+        calls = []
+        for i, actor in enumerate(self.actors):
+            arg = payload
+            if step == "init":
+                arg = {**payload, "rank_offset": payload["rank_offset"] + i * WORKERS_PER_ENGINE}
+            calls.append(actor.weight_transfer.remote(step, arg))
+        await asyncio.gather(*calls)
+        if step == "finish":
+            self.weights = (None, payload)
+
     async def ready(self) -> int:
-        """Wait until every actor is up (engines loaded) and holds the latest weights; live actor count."""
-        alive = await asyncio.gather(*(self._ready(a) for a in list(self.actors)))
-        return sum(alive)
+        """Wait until every actor is up (engines loaded) and holds the latest weights; the number of
+        actors that can run a batch."""
+        return len(await self._up())
+
+    async def _up(self) -> list:
+        """The live actors that hold the latest weights (live ones that cannot get them sit out)."""
+        actors = list(self.actors)
+        current = await asyncio.gather(*(self._ready(a) for a in actors))
+        return [a for a, ok in zip(actors, current, strict=True) if ok and a in self.actors]
 
     async def stats(self) -> dict[str, float]:
         """The last batch: episodes, seconds, episodes_per_s, reruns (chunks re-run), live actors."""
@@ -82,14 +115,19 @@ class RolloutPool:
 
     async def _ready(self, actor) -> bool:
         """Ping ``actor`` (waiting out a restart) and bring it to the latest weights; False if it is gone
-        for good (restarts spent)."""
+        for good (restarts spent, and then it leaves the pool) or cannot get them (NCCL weights)."""
         from ray.exceptions import RayActorError
 
         for attempt in range(PING_ATTEMPTS):
             try:
                 info = await actor.ping.remote()
                 if self.weights is not None and info["pushed_version"] != self.weights[1]:
-                    await actor.update_weights.remote(self.weights[0], self.weights[1])
+                    ref, version = self.weights
+                    if ref is None:
+                        log.warning("rollout actor %d restarted after an NCCL weight transfer: it sits out "
+                                    "until the next publish", info["index"])
+                        return False
+                    await actor.update_weights.remote(ref, version)  # top level: the actor resolves it
                 return True
             except RayActorError:
                 if attempt < PING_ATTEMPTS - 1:
@@ -104,16 +142,14 @@ class RolloutPool:
         """Episodes for every (question, sample), in question order then sample index."""
         from ray.exceptions import RayActorError
 
-        from s3ray.agent.episode import Episode
-
         t0 = time.perf_counter()
         items = [(q, s) for q in questions for s in range(samples_per_question)]
         if not items:
             return []
-        await self.ready()
-        if not self.actors:
-            raise RuntimeError("the rollout pool has no live actors")
-        results: list[dict[str, Any] | None] = [None] * len(items)
+        live = await self._up()
+        if not live:
+            raise RuntimeError("the rollout pool has no live actor holding the latest weights")
+        results: list[Any] = [None] * len(items)  # Episodes, placed as their chunks finish
         running: dict[asyncio.Task, tuple[Any, range]] = {}
 
         def submit(actor, chunk: range) -> None:
@@ -121,7 +157,7 @@ class RolloutPool:
                                    policy=policy)
             running[asyncio.ensure_future(ref)] = (actor, chunk)
 
-        for actor, chunk in zip(self.actors, split_evenly(len(items), len(self.actors)), strict=False):
+        for actor, chunk in zip(live, split_evenly(len(items), len(live)), strict=False):
             submit(actor, chunk)
         reruns = 0
         while running:
@@ -134,12 +170,15 @@ class RolloutPool:
                     reruns += 1
                     log.warning("rollout actor died mid-batch (%s); re-running its %d episodes", exc, len(chunk))
                     if not await self._ready(actor):
-                        if not self.actors:
-                            raise RuntimeError("every rollout actor died; the batch cannot finish") from exc
-                        busy = {a: 0 for a in self.actors}
+                        live = await self._up()
+                        if not live:
+                            raise RuntimeError("no live rollout actor holds the latest weights; the batch "
+                                               "cannot finish") from exc
+                        busy = {a: 0 for a in live}
                         for a, c in running.values():
-                            busy[a] = busy.get(a, 0) + len(c)
-                        actor = min(self.actors, key=lambda a: busy[a])
+                            if a in busy:
+                                busy[a] += len(c)
+                        actor = min(live, key=lambda a: busy[a])
                     submit(actor, chunk)
                     continue
                 if len(episodes) != len(chunk):
@@ -151,7 +190,7 @@ class RolloutPool:
                            "reruns": reruns, "actors": len(self.actors)}
         log.info("rollout batch: %d episodes in %.1fs (%.2f/s), %d chunks re-run", len(items), seconds,
                  len(items) / seconds, reruns)
-        return [Episode.from_dict(r) for r in results]
+        return results
 
 
 def create_pool(cfg: S3Config, model_dir: str | Path):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from s3ray.agent.episode import Episode, Finish
-from s3ray.agent.observation import FINAL_TURN_NOTE, NUDGE, render_information
+from s3ray.agent.observation import FINAL_TURN_NOTE, INVALID_TURN_NOTE, NUDGE, render_information
 from s3ray.agent.parser import QUERY_CLOSE, parse_turn
 from s3ray.agent.prompt import encode_prompt, searcher_messages
 from s3ray.agent.selection import Selection, select_context
@@ -58,7 +58,7 @@ async def run_episode(question: Question, initial_docs: Sequence[Doc], engine: R
                                     replace(sampling, max_tokens=min(cfg.max_turn_tokens, room)))
         ep.append(gen.token_ids, action=True, logprobs=gen.logprobs)
         action = parse_turn(tokenizer.decode(gen.token_ids, skip_special_tokens=True))
-        if action.important_info:
+        if action.important_info is not None:  # an empty selection claims its block too
             selections.append((len(blocks) - 1, action.important_info))
         ep.turns.append({"text": action.text, "action": action.kind, "query": action.query,
                          "ids": action.important_info, "finish_reason": gen.finish_reason,
@@ -69,15 +69,16 @@ async def run_episode(question: Question, initial_docs: Sequence[Doc], engine: R
         if final:
             finish = "final_selection"
             break
+        next_final = turn + 1 == search_turns and cfg.final_selection_turn
         if action.kind == "search":
             docs = (await retriever.asearch([action.query], cfg.search_k))[0]
             observation = render_information(docs, max_doc_tokens=cfg.max_doc_tokens, tokenizer=tokenizer)
             ep.queries.append(action.query)
-        else:
+        else:  # the nudge opens a query, except before the final turn, where no search is left
             docs = None
-            observation = NUDGE
+            observation = INVALID_TURN_NOTE if next_final else NUDGE
             ep.invalid_turns += 1
-        if turn + 1 == search_turns and cfg.final_selection_turn:
+        if next_final:
             observation += FINAL_TURN_NOTE
         obs_ids = tokenizer.encode(observation, add_special_tokens=False)
         if len(prompt_ids) + len(ep.response_ids) + len(obs_ids) >= cfg.max_total_tokens:

@@ -7,23 +7,12 @@ they have ``length - 1`` columns and line up with ``logits[:, :-1]``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
 
 import torch
 
-# The Episode fields the trainer reads.
-REQUIRED_FIELDS = ("question_id", "prompt_ids", "response_ids", "action_mask", "logprobs", "temperature")
-
-
-def episode_dict(episode: Any) -> dict[str, Any]:
-    """An episode as a plain dict: the rollout may hand over ``Episode`` objects or their dicts."""
-    if isinstance(episode, Mapping):
-        return dict(episode)
-    if hasattr(episode, "to_dict"):
-        return episode.to_dict()
-    raise TypeError(f"not an episode: {type(episode).__name__}")
+from s3ray.agent.episode import Episode
 
 
 @dataclass
@@ -66,28 +55,20 @@ class TokenBatch:
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
-def _check_episode(ep: dict[str, Any], index: int) -> None:
-    missing = [k for k in REQUIRED_FIELDS if k not in ep]
-    if missing:
-        raise ValueError(f"episode {index} lacks fields {missing}")
-    n = len(ep["response_ids"])
-    if len(ep["action_mask"]) != n or len(ep["logprobs"]) != n:
-        raise ValueError(f"episode {index} ({ep['question_id']}): response_ids, action_mask and logprobs "
-                         f"have lengths {n}, {len(ep['action_mask'])}, {len(ep['logprobs'])}")
-    if not ep["prompt_ids"]:
-        raise ValueError(f"episode {index} ({ep['question_id']}) has an empty prompt")
-    if not any(ep["action_mask"]):
-        raise ValueError(f"episode {index} ({ep['question_id']}) has no searcher token to credit")
+def _check_episode(ep: Episode) -> None:
+    if not any(ep.action_mask):
+        raise ValueError(f"episode {ep.key} has no searcher token to credit")
+    ep.check()
 
 
-def collate_episodes(episodes: Sequence[Any], pad_id: int) -> TokenBatch:
+def collate_episodes(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
     """Pad a list of episodes into a :class:`TokenBatch`."""
     if not episodes:
         raise ValueError("no episodes to collate")
-    eps = [episode_dict(e) for e in episodes]
-    for i, ep in enumerate(eps):
-        _check_episode(ep, i)
-    length = max(len(ep["prompt_ids"]) + len(ep["response_ids"]) for ep in eps)
+    eps = list(episodes)
+    for ep in eps:
+        _check_episode(ep)
+    length = max(len(ep.prompt_ids) + len(ep.response_ids) for ep in eps)
     b = len(eps)
     input_ids = torch.full((b, length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((b, length), dtype=torch.long)
@@ -96,15 +77,15 @@ def collate_episodes(episodes: Sequence[Any], pad_id: int) -> TokenBatch:
     rollout_logprobs = torch.zeros((b, length - 1))
     last_action_index = torch.zeros(b, dtype=torch.long)
     for i, ep in enumerate(eps):
-        prompt, response = ep["prompt_ids"], ep["response_ids"]
+        prompt, response = ep.prompt_ids, ep.response_ids
         p, r = len(prompt), len(response)
         input_ids[i, :p + r] = torch.tensor(list(prompt) + list(response), dtype=torch.long)
         attention_mask[i, :p + r] = 1
         # Response token j sits at p + j and is predicted from position p + j - 1.
         start = p - 1
-        action_mask[i, start:start + r] = torch.tensor(ep["action_mask"], dtype=torch.float32)
+        action_mask[i, start:start + r] = torch.tensor(ep.action_mask, dtype=torch.float32)
         response_mask[i, start:start + r] = 1.0
-        rollout_logprobs[i, start:start + r] = torch.tensor(ep["logprobs"], dtype=torch.float32)
+        rollout_logprobs[i, start:start + r] = torch.tensor(ep.logprobs, dtype=torch.float32)
         last_action_index[i] = int(action_mask[i].nonzero().max().item())
     return TokenBatch(
         input_ids=input_ids,
@@ -113,8 +94,8 @@ def collate_episodes(episodes: Sequence[Any], pad_id: int) -> TokenBatch:
         response_mask=response_mask,
         rollout_logprobs=rollout_logprobs * action_mask,
         last_action_index=last_action_index,
-        scores=torch.tensor([float("nan") if ep.get("reward") is None else float(ep["reward"]) for ep in eps]),
+        scores=torch.tensor([float("nan") if ep.reward is None else float(ep.reward) for ep in eps]),
         # Greedy episodes carry T = 1; a 0 would mean the same (argmax), never a division by zero.
-        temperature=torch.tensor([float(ep["temperature"]) or 1.0 for ep in eps]),
-        group_ids=[str(ep["question_id"]) for ep in eps],
+        temperature=torch.tensor([float(ep.temperature) or 1.0 for ep in eps]),
+        group_ids=[str(ep.question_id) for ep in eps],
     )

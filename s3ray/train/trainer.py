@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 
+from s3ray.agent.episode import Episode
 from s3ray.config import S3Config, TrainConfig, config_from_dict
-from s3ray.train.batch import collate_episodes, episode_dict
+from s3ray.rollout.weight_sync import weight_sync_for
+from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import Critic, export_pretrained, hf_state_dict, load_policy, load_reference, unwrap
 from s3ray.train.update import Learner, num_minibatches, ppo_epochs, prepare_batch
 from s3ray.types import Question
@@ -76,7 +78,7 @@ def check_train_config(cfg: TrainConfig) -> None:
 # ------------------------------------------------------------------------------------------------
 # Episode statistics (rank 0, whole batch)
 # ------------------------------------------------------------------------------------------------
-def episode_metrics(episodes: list[dict[str, Any]]) -> dict[str, float]:
+def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
     n = len(episodes)
 
     def mean(values) -> float:
@@ -84,15 +86,15 @@ def episode_metrics(episodes: list[dict[str, Any]]) -> dict[str, float]:
         return sum(values) / max(len(values), 1)
 
     return {
-        "reward": mean(e["reward"] for e in episodes),
-        "genacc": mean(e["acc_s3"] for e in episodes),
-        "rag_acc": mean(e["acc_rag"] for e in episodes),
-        "turns": mean(len(e["turns"]) for e in episodes),
-        "docs_selected": mean(len(e["context"]) for e in episodes),
-        "invalid_action_rate": (sum(e["invalid_turns"] for e in episodes)
-                                / max(sum(len(e["turns"]) for e in episodes), 1)),
-        "response_tokens": mean(len(e["response_ids"]) for e in episodes),
-        "action_tokens": mean(sum(e["action_mask"]) for e in episodes),
+        "reward": mean(e.reward for e in episodes),
+        "genacc": mean(e.acc_s3 for e in episodes),
+        "rag_acc": mean(e.acc_rag for e in episodes),
+        "turns": mean(len(e.turns) for e in episodes),
+        "docs_selected": mean(len(e.context) for e in episodes),
+        "invalid_action_rate": (sum(e.invalid_turns for e in episodes)
+                                / max(sum(len(e.turns) for e in episodes), 1)),
+        "response_tokens": mean(len(e.response_ids) for e in episodes),
+        "action_tokens": mean(sum(e.action_mask) for e in episodes),
         "episodes": float(n),
     }
 
@@ -251,18 +253,18 @@ def _build_learner(cfg: S3Config, model_dir: Path, device: torch.device) -> Lear
     return Learner(actor, reference, actor_optim, critic, critic_optim, schedulers)
 
 
-def _shard_episodes(episodes: list[dict], question_ids: list[str], rank: int, world: int,
-                    samples: int) -> list[dict]:
+def _shard_episodes(episodes: list[Episode], question_ids: list[str], rank: int, world: int,
+                    samples: int) -> list[Episode]:
     """This rank's episodes: those of every ``world``-th question of the step (whole groups per rank)."""
-    by_question: dict[str, list[dict]] = {}
+    by_question: dict[str, list[Episode]] = {}
     for ep in episodes:
-        by_question.setdefault(str(ep["question_id"]), []).append(ep)
+        by_question.setdefault(str(ep.question_id), []).append(ep)
     wrong = {q: len(by_question.get(q, [])) for q in question_ids if len(by_question.get(q, [])) != samples}
     if wrong or len(episodes) != samples * len(question_ids):
         raise RuntimeError(f"the pool returned {len(episodes)} episodes for {len(question_ids)} questions x "
                            f"{samples} samples; mismatched questions (id: count): {dict(list(wrong.items())[:5])}")
     mine = question_ids[rank::world]
-    return [ep for q in mine for ep in sorted(by_question[q], key=lambda e: e.get("sample_index", 0))]
+    return [ep for q in mine for ep in sorted(by_question[q], key=lambda e: e.sample_index)]
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -306,11 +308,11 @@ def train_loop(config: dict[str, Any]) -> None:
             tracking.log_config(cfg)
         mlflow_run_id = run.info.run_id
 
+    weights = weight_sync_for(cfg, pool, rank)
+
     def publish(version: int) -> float:
         t0 = time.perf_counter()
-        state = _publish_state(learner.actor)
-        if rank == 0:
-            ray.get(pool.update_weights.remote(ray.put(state), version))
+        weights.publish(_publish_state(learner.actor), version)  # collective gather; rank 0 sends
         return time.perf_counter() - t0
 
     # The pool starts from the base weights: give it ours (warm-started or resumed) before sampling.
@@ -324,8 +326,7 @@ def train_loop(config: dict[str, Any]) -> None:
             num_episodes = len(step_questions) * samples
             if rank == 0:
                 t0 = time.perf_counter()
-                episodes = [episode_dict(e) for e in ray.get(pool.run.remote(
-                    step_questions, samples_per_question=samples, with_reward=True))]
+                episodes = ray.get(pool.run.remote(step_questions, samples_per_question=samples, with_reward=True))
                 wait_s = time.perf_counter() - t0
                 stats = episode_metrics(episodes)
                 question_ids = [str(q["id"]) for q in step_questions]

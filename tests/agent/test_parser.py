@@ -29,7 +29,7 @@ def test_text_after_first_query_close_is_dropped():
     action = parse_turn('<query>{"query": "a"}</query> then <search_complete>True</search_complete>'
                         '<important_info>[1]</important_info><query>{"query": "b"}</query>')
     assert action.kind == "search" and action.query == "a"
-    assert action.important_info == [] and action.search_complete is None
+    assert action.important_info is None and action.search_complete is None
     assert action.text.endswith("</query>") and "b" not in action.text
 
 
@@ -74,3 +74,10 @@ def test_think_and_case_insensitive_tags():
 def test_multiline_query_json():
     action = parse_turn('<query>\n{\n  "query": "multi line"\n}\n</query>')
     assert action.query == "multi line"
+
+
+@pytest.mark.parametrize("body", ["[]", "none of them", ""])
+def test_an_empty_or_unparsable_selection_is_not_a_missing_one(body):
+    empty = parse_turn(f"<important_info>{body}</important_info><search_complete>True</search_complete>")
+    missing = parse_turn("<search_complete>True</search_complete>")
+    assert empty.important_info == [] and missing.important_info is None

@@ -47,6 +47,9 @@ def test_numbering_starts_where_asked():
     assert "Doc 4 (Title: Jaws (film))" in block and "Doc 5 (Title: Amity)" in block
 
 
-def test_nudge_is_itself_no_action():
-    assert parse_turn(NUDGE).kind == "invalid" or "<query>" in NUDGE
-    assert "<information>" not in NUDGE
+def test_nudge_is_itself_no_action_and_opens_a_query():
+    action = parse_turn(NUDGE)
+    assert (action.kind, action.query, action.important_info) == ("invalid", None, None)
+    assert NUDGE.rstrip().endswith("<query>") and "<information>" not in NUDGE
+    # What the searcher writes after it completes the opened query.
+    assert parse_turn('{"query": "Jaws director"}</query>').query == "Jaws director"

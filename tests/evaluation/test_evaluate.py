@@ -36,8 +36,8 @@ def ctx(i, mode, docs=()):
 
 
 def test_each_answer_mode_gets_its_prompt_and_results_resume(tmp_path):
-    from s3ray.evaluation.genacc import GenAccScorer  # the real span-only scorer
     from s3ray.generation import prompts
+    from s3ray.scoring.genacc import GenAccScorer  # the real span-only scorer
 
     gold = Doc("d1", "Tinted Windows", "The band first played in Tulsa, Oklahoma.")
     rag, zero, cot = ctx(2, "rag", [gold]), ctx(1, "zero_shot"), ctx(3, "cot")

@@ -50,6 +50,12 @@ def test_judge_messages():
     assert msg["role"] == "user"
     assert "['Tulsa', 'Tulsa, OK']" in msg["content"] and "It is Tulsa" in msg["content"]
     assert "yes or no" in msg["content"]
+    # s3's wording by default: containment only, the question unseen; the lenient one is an option.
+    assert "Q?" not in msg["content"] and "meaning" not in msg["content"]
+    [lenient] = prompts.judge_messages("Q?", "It is Tulsa", ["Tulsa"], style="lenient")
+    assert "Q?" in lenient["content"] and "meaning" in lenient["content"]
+    with pytest.raises(ValueError, match="unknown judge style"):
+        prompts.judge_messages("Q?", "x", ["y"], style="strict")
 
 
 @pytest.mark.parametrize("reply, verdict", [

@@ -1,4 +1,4 @@
-"""The extractive reader: candidates, the right span for an easy case, determinism."""
+"""The extractive reader: candidates, the right span for an easy case, determinism, answer size."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from s3ray.types import Doc
 
 @pytest.fixture(scope="module")
 def reader():
-    return ExtractiveReader(max_span_words=12)
+    return ExtractiveReader(max_span_words=12, answer_spans=1)
 
 
 def test_split_candidates_sentences_and_windows():
@@ -41,10 +41,33 @@ def test_deterministic_and_batch_independent(reader):
     batched = reader.answer_many(items)
     assert batched == reader.answer_many(items)
     assert batched == [reader.answer(q, d) for q, d in items]
-    assert all(len(a.split()) <= 12 for a in batched)
+    assert all(len(a.partition(": ")[2].split()) <= 12 for a in batched)
 
 
 def test_answers_only_from_the_docs(reader):
     assert reader.answer("How tall is the Eiffel Tower?", []) == ""
     answer = reader.answer("Who designed it?", DOCS)
-    assert any(answer in " ".join(d.text.split()) for d in DOCS)
+    title, _, span = answer.partition(": ")
+    assert any(title == d.title and span in " ".join(d.text.split()) for d in DOCS)
+
+
+def test_answers_with_the_best_spans_first_each_with_its_title(reader):
+    three = ExtractiveReader(max_span_words=12, answer_spans=3, encoder=reader.encoder)
+    question = "Who designed the Eiffel Tower?"
+    answer = three.answer(question, DOCS)
+    spans = answer.split(" | ")
+    assert len(spans) == 3 and spans[0] == reader.answer(question, DOCS)
+    assert all(": " in s for s in spans)
+    assert len(set(spans)) == 3
+    # Fewer candidates than answer_spans: every candidate, once.
+    assert three.answer(question, [Doc("5", "Paris", "Paris is in France.")]) == "Paris: Paris is in France."
+
+
+def test_accuracy_depends_on_the_context(reader):
+    """The bridge passage turns a wrong answer into a right one: the context, not the reader, decides."""
+    three = ExtractiveReader(max_span_words=24, answer_spans=3, encoder=reader.encoder)
+    question = "Where was the engineer who designed the Eiffel Tower born?"
+    bridge = Doc("4", "Gustave Eiffel", "Alexandre Gustave Eiffel was a French civil engineer. He was born "
+                 "in Dijon, in the Cote-d'Or.")
+    assert "Dijon" not in three.answer(question, DOCS)
+    assert "Dijon" in three.answer(question, DOCS + [bridge])

@@ -76,7 +76,7 @@ class EchoGenerator:
 
 
 def test_score_naive_rag_batches_retrieval_and_scores_each_question():
-    from s3ray.evaluation.genacc import GenAccScorer
+    from s3ray.scoring.genacc import GenAccScorer
 
     retriever = FakeRetriever()
     questions = [Question("a", "capital of france", ("Paris",), "s"), Question("b", "capital of mars", ("x",), "s")]
@@ -86,3 +86,15 @@ def test_score_naive_rag_batches_retrieval_and_scores_each_question():
     assert [r.genacc for r in records] == [1.0, 0.0]
     assert records[0].doc_ids == ["capital of france-0", "capital of france-1"]
     assert records[0].k == 2 and records[0].retriever == "http://fake/retrieve" and records[0].judged_by == "none"
+
+
+def test_the_judge_and_its_wording_are_part_of_the_identity(tmp_path):
+    from s3ray.config import load_config
+
+    def identity(*overrides):
+        return CacheIdentity.from_config(load_config(None, [f"paths.work_dir={tmp_path}", *overrides]))
+
+    judged = ["judge.enabled=true", "judge.generator={backend: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}"]
+    assert identity().judge == "none"
+    assert identity(*judged).judge == "openai:m:contains"
+    assert identity(*judged, "judge.style=lenient") != identity(*judged)

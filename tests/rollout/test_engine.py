@@ -163,11 +163,11 @@ def test_heuristic_engine_writes_the_rule_based_turns(engine):
     cfg = AgentConfig(max_turns=2, search_k=2, max_doc_tokens=16, max_turn_tokens=64)
     heuristic = HeuristicEngine(engine.tokenizer, cfg)
     question = Question("q", "Who directed the film Jaws?", ("Spielberg",), "test")
-    docs = [Doc("d1", "Shark", "Sharks live in the sea.")]
+    docs = [Doc("d1", "Jaws", "Jaws is a 1975 film by Steven Spielberg.")]
     ep = asyncio.run(run_episode(question, docs, heuristic, FakeRetriever(), engine.tokenizer, cfg,
                                  SamplingParams(greedy=True)))
     ep.check()
     assert [t["action"] for t in ep.turns] == ["search", "complete"] and ep.finish == "complete"
-    assert ep.queries == ["directed film jaws"] and set(ep.logprobs) == {0.0}
+    assert ep.queries == ["Steven Spielberg"] and set(ep.logprobs) == {0.0}
     assert ep.response_ids[len(ep.response_ids) - 1] == engine.tokenizer.eos_token_id
-    assert ep.turns[1]["ids"] and ep.context[0].id.startswith("directed-film-jaws")
+    assert ep.turns[1]["ids"] == [1, 2] and ep.context[0].id == "Steven-Spielberg-1"

@@ -58,7 +58,7 @@ def test_actor_killed_mid_batch_loses_and_duplicates_nothing(pool, questions, ti
     from transformers import AutoModelForCausalLM
 
     state = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    assert ray_cluster.get(pool.update_weights.remote(ray_cluster.put(state), 4)) == 4
+    assert ray_cluster.get(pool.update_weights.remote([ray_cluster.put(state)], 4)) == 4
     victim = ray_cluster.get(pool.handles.remote())[0]
     batch = pool.run.remote([q.to_dict() for q in questions], samples_per_question=2, with_reward=False)
     time.sleep(1.0)  # the batch is split and running: the victim holds half of it

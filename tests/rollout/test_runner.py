@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from s3ray.agent.observation import FINAL_TURN_NOTE, NUDGE, render_information
+from s3ray.agent.observation import FINAL_TURN_NOTE, INVALID_TURN_NOTE, NUDGE, render_information
 from s3ray.agent.prompt import encode_prompt, searcher_messages
 from s3ray.config import AgentConfig
 from s3ray.rollout.engine import SamplingParams
@@ -98,6 +98,25 @@ def test_invalid_turn_gets_the_nudge():
     assert ep.action_mask[first:first + len(nudge)] == [0] * len(nudge)
     assert [t["action"] for t in ep.turns] == ["invalid", "complete"]
     assert ep.context == INITIAL
+
+
+def test_the_turn_after_the_nudge_completes_its_opened_query():
+    ep, _, retriever, _ = run(["I am not sure", '{"query": "film director"}</query>'])
+    assert ep.invalid_turns == 1 and retriever.calls == [(["film director"], 3)]
+    assert [t["action"] for t in ep.turns] == ["invalid", "search"]
+
+
+def test_no_query_is_opened_before_the_search_disabled_final_turn():
+    ep, engine, _, tok = run(["I am not sure", "still unsure", COMPLETE], cfg(max_turns=2, final_selection_turn=True))
+    last_observation = tok.decode(engine.fed[2][len(engine.fed[1]) + len(engine.outputs[1].token_ids):])
+    assert last_observation == tok.decode(tok.encode(INVALID_TURN_NOTE + FINAL_TURN_NOTE))
+
+
+def test_an_empty_selection_claims_its_block_with_nothing():
+    ep, *_ = run([query("film director"), f"<important_info>[]</important_info> {COMPLETE}"])
+    assert ep.context == INITIAL  # not the search block's docs
+    ep, *_ = run([query("film director"), COMPLETE])
+    assert ep.context == [*INITIAL, *FakeRetriever.docs_for("film director", 3)]
 
 
 def test_max_total_tokens_caps_the_episode():

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from s3ray.agent.episode import Episode
 from s3ray.config import PolicyConfig
 from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import Critic, export_pretrained, hf_state_dict, load_policy, token_logprobs
 
 
 def episode(qid, prompt, response, mask, logprobs, reward=1.0, temperature=0.6):
-    return {"question_id": qid, "prompt_ids": prompt, "response_ids": response, "action_mask": mask,
-            "logprobs": logprobs, "temperature": temperature, "reward": reward}
+    return Episode(question_id=qid, question="", golden_answers=[], source="test", prompt_ids=prompt,
+                   response_ids=response, action_mask=mask, logprobs=logprobs, temperature=temperature,
+                   reward=reward)
 
 
 def two_episodes():
@@ -48,7 +50,7 @@ def test_select_trims_padding():
 ])
 def test_collate_rejects_bad_episodes(field, value, match):
     bad = two_episodes()
-    bad[0][field] = value
+    setattr(bad[0], field, value)
     with pytest.raises(ValueError, match=match):
         collate_episodes(bad, pad_id=0)
 
@@ -59,11 +61,11 @@ def test_token_logprobs_match_a_direct_computation(random_lm_dir):
     logp, entropy = token_logprobs(model, batch, batch.temperature, with_entropy=True)
     with torch.no_grad():
         for row, ep in enumerate(two_episodes()):
-            ids = torch.tensor([ep["prompt_ids"] + ep["response_ids"]])
-            logits = model(input_ids=ids).logits[0, :-1] / ep["temperature"]
+            ids = torch.tensor([ep.prompt_ids + ep.response_ids])
+            logits = model(input_ids=ids).logits[0, :-1] / ep.temperature
             want = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-            p = len(ep["prompt_ids"]) - 1
-            n = len(ep["response_ids"])
+            p = len(ep.prompt_ids) - 1
+            n = len(ep.response_ids)
             assert torch.allclose(logp[row, p:p + n], want[p:p + n], atol=1e-5)
     assert (entropy[batch.response_mask > 0] > 0).all()
 

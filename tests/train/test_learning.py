@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from s3ray.agent.episode import Episode
 from s3ray.config import PolicyConfig, TrainConfig
 from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import Critic, load_policy, load_reference
@@ -30,9 +31,10 @@ def sample_episodes(model, questions, temperature, generator):
         logits = model(input_ids=torch.tensor([prompt])).logits[0, -1] / temperature
         logp = torch.log_softmax(logits, -1)
         token = int(torch.multinomial(logp.exp(), 1, generator=generator))
-        episodes.append({"question_id": qid, "prompt_ids": prompt, "response_ids": [token, OBSERVATION_TOKEN],
-                         "action_mask": [1, 0], "logprobs": [float(logp[token]), 0.0],
-                         "temperature": temperature, "reward": float(token in TARGETS)})
+        episodes.append(Episode(question_id=qid, question="", golden_answers=[], source="bandit", prompt_ids=prompt,
+                                response_ids=[token, OBSERVATION_TOKEN], action_mask=[1, 0],
+                                logprobs=[float(logp[token]), 0.0], temperature=temperature,
+                                reward=float(token in TARGETS)))
     return episodes
 
 
@@ -53,7 +55,7 @@ def run_bandit(model_dir, algorithm: str) -> list[float]:
     rewards = []
     for _ in range(STEPS):
         episodes = sample_episodes(actor, questions, temperature=1.0, generator=generator)
-        rewards.append(sum(e["reward"] for e in episodes) / len(episodes))
+        rewards.append(sum(e.reward for e in episodes) / len(episodes))
         prepared, metrics = prepare_batch(collate_episodes(episodes, pad_id=0), learner, cfg)
         # The samples were drawn from the current policy: the trainer must agree with their log-probs.
         assert metrics["logprob_gap"] < 1e-4

@@ -29,12 +29,17 @@ def bandit_pool_cls(ray_cluster):
             self.versions: list[int] = []
             self.calls: list[list[str]] = []
 
-        def update_weights(self, state, version: int) -> None:
+        def update_weights(self, refs, version: int) -> None:
+            import ray
+
+            [state] = ray.get(refs)  # the object-store sync nests the ref, as the real pool expects
             self.model.load_state_dict(state)
             self.versions.append(version)
 
         def run(self, questions, samples_per_question: int = 1, with_reward: bool = True):
             import torch
+
+            from s3ray.agent.episode import Episode
 
             self.calls.append([q["id"] for q in questions])
             episodes = []
@@ -46,14 +51,12 @@ def bandit_pool_cls(ray_cluster):
                     logp = torch.log_softmax(logits, -1)
                     token = int(torch.multinomial(logp.exp(), 1, generator=self.generator))
                     reward = float(token in TARGETS)
-                    episodes.append({
-                        "question_id": q["id"], "question": q["question"], "golden_answers": q["golden_answers"],
-                        "source": q["source"], "prompt_ids": prompt, "response_ids": [token],
-                        "action_mask": [1], "logprobs": [float(logp[token])], "temperature": 1.0,
-                        "text": "", "turns": [{"text": ""}], "queries": [], "context": [], "invalid_turns": 0,
-                        "finish": "stop", "policy_version": self.versions[-1] if self.versions else -1,
-                        "sample_index": i, "acc_s3": reward, "acc_rag": 0.0, "reward": reward,
-                        "decided_by": "span"})
+                    episodes.append(Episode(
+                        question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
+                        source=q["source"], prompt_ids=prompt, response_ids=[token], action_mask=[1],
+                        logprobs=[float(logp[token])], temperature=1.0, turns=[{"text": ""}],
+                        finish="complete", policy_version=self.versions[-1] if self.versions else -1,
+                        sample_index=i, acc_s3=reward, acc_rag=0.0, reward=reward, decided_by="span"))
             return episodes
 
         def state(self):

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from s3ray.config import load_config
-from s3ray.evaluation.genacc import GenAccScorer
+from s3ray.scoring.genacc import GenAccScorer
 
 
 class ScriptedJudge:
@@ -64,4 +64,12 @@ def test_from_config(tmp_path):
     cfg = load_config(None, [f"paths.work_dir={tmp_path}", "judge.enabled=true",
                              "judge.generator={backend: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}"])
     scorer = GenAccScorer.from_config(cfg)
-    assert scorer.judge_client.model == "m" and scorer.judge_max_tokens == 10
+    assert scorer.judge_client.model == "m" and scorer.judge_max_tokens == 10 and scorer.judge_style == "contains"
+    lenient = GenAccScorer.from_config(load_config(None, [f"paths.work_dir={tmp_path}", "judge.enabled=true",
+                                                          "judge.generator={backend: openai, model: m, "
+                                                          "base_url: 'http://127.0.0.1:9/v1'}",
+                                                          "judge.style=lenient"]))
+    judge = ScriptedJudge(["yes"])
+    lenient.judge_client = judge
+    asyncio.run(lenient.score("Which city?", "x", ["y"]))
+    assert "Which city?" in judge.prompts[0][0]["content"]  # the lenient wording shows the question

@@ -1,7 +1,12 @@
 """Answer metrics: SQuAD-style normalisation, exact match, token F1 and span match.
 
 ``span_match`` is the first half of s3's GenAcc: a normalised gold answer occurs as a contiguous token
-sequence inside the normalised prediction (Pyserini's ``has_answers`` without regex).
+sequence inside the normalised prediction, tokenised as Pyserini's ``has_answers`` (regex=False, the
+DrQA ``SimpleTokenizer``; read in castorini/pyserini ``pyserini/eval/evaluate_dpr_retrieval.py``)
+tokenises: NFD-normalised, lower-cased, a run of letters, digits and combining marks is one token and
+every other visible character (a symbol such as "£" or "%", which SQuAD normalisation keeps) is a token
+of its own. So "£5 million" contains "5 million". One difference: a gold that normalises to nothing
+matches nothing here (Pyserini's loop would find the empty sequence in every text).
 
 Normalisation (``normalize_answer``) is SQuAD's: lower-case, delete punctuation, drop the articles
 "a", "an", "the", collapse whitespace. One deliberate extension: Unicode punctuation (curly quotes,
@@ -94,8 +99,27 @@ def _f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def span_tokens(text: str) -> list[str]:
+    """Pyserini's ``has_answers`` tokens of ``text`` (module docstring)."""
+    tokens: list[str] = []
+    word: list[str] = []
+    for ch in unicodedata.normalize("NFD", text):
+        kind = unicodedata.category(ch)[0]
+        if kind in "LNM":  # letter, number, mark
+            word.append(ch)
+            continue
+        if word:
+            tokens.append("".join(word).lower())
+            word = []
+        if kind not in "ZC":  # separators and control characters split; anything else is one token
+            tokens.append(ch.lower())
+    if word:
+        tokens.append("".join(word).lower())
+    return tokens
+
+
 def _contains(prediction: str, gold: str) -> float:
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    pred, ref = span_tokens(normalize_answer(prediction)), span_tokens(normalize_answer(gold))
     if not ref:  # a gold that normalises to nothing ("the", "?") cannot be found as a span
         return 0.0
     n = len(ref)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from s3ray.evaluation.metrics import exact_match, named_key, normalize_answer, span_match, token_f1
+from s3ray.scoring.metrics import exact_match, named_key, normalize_answer, span_match, span_tokens, token_f1
 
 
 @pytest.mark.parametrize("raw, normalized", [
@@ -40,6 +40,14 @@ def test_span_match_is_token_sequence_containment():
     assert span_match("Tulsan people", ["Tulsa"]) is False  # whole tokens only, not substrings
     assert span_match("the anything", ["The"]) is False  # a gold that normalises to nothing never matches
     assert span_match("In 1,000 years", ["1000"])
+
+
+def test_span_match_tokenises_like_pyserini_has_answers():
+    assert span_match("It cost £5 million.", ["5 million"])  # the symbol is a token of its own
+    assert span_match("It was 20°C", ["20"])  # "°" is a symbol: SQuAD normalisation keeps it
+    assert span_match("Café Nero", ["Cafe\u0301 nero"])  # NFD: composed and decomposed é agree
+    assert not span_match("£5 million", ["£50 million"])
+    assert span_tokens("£5 Mil\u00e9\tx") == ["£", "5", "mile\u0301", "x"]
 
 
 def test_golds_must_be_a_list():

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from s3ray.config import S3Config
-from s3ray.evaluation.metrics import exact_match, span_match, token_f1
+from s3ray.scoring.metrics import exact_match, span_match, token_f1
 
 DecidedBy = Literal["span", "judge", "none"]
 
@@ -31,9 +31,10 @@ class AnswerScore:
 
 
 class GenAccScorer:
-    def __init__(self, judge_client=None, judge_max_tokens: int = 10):
+    def __init__(self, judge_client=None, judge_max_tokens: int = 10, judge_style: str = "contains"):
         self.judge_client = judge_client  # a GeneratorClient, or None for span-only GenAcc
         self.judge_max_tokens = judge_max_tokens
+        self.judge_style = judge_style  # a key of generation.prompts.JUDGE_TEMPLATES
 
     @classmethod
     def from_config(cls, cfg: S3Config) -> GenAccScorer:
@@ -45,12 +46,12 @@ class GenAccScorer:
                              "questions. Set judge.generator to an hf/vllm/openai backend or disable the judge")
         from s3ray.generation.client import GeneratorClient
 
-        return cls(GeneratorClient.from_config(judge), cfg.judge.max_tokens)
+        return cls(GeneratorClient.from_config(judge), cfg.judge.max_tokens, cfg.judge.style)
 
     async def _ask_judge(self, question: str, prediction: str, golds: Sequence[str]) -> bool:
         from s3ray.generation.prompts import judge_messages, parse_judge
 
-        messages = judge_messages(question, prediction, golds)
+        messages = judge_messages(question, prediction, golds, self.judge_style)
         for _ in range(2):  # one more try when the reply is neither yes nor no, as s3 does
             verdict = parse_judge(await self.judge_client.achat(messages, max_tokens=self.judge_max_tokens))
             if verdict is not None:

@@ -1,0 +1,178 @@
+"""How the trainer's new weights reach the rollout engines: one seam, two strategies.
+
+The trainer builds one sync per worker and calls it on every rank after each update::
+
+    sync = weight_sync_for(cfg, pool, rank)
+    sync.publish(state, version)   # state: Hugging Face-named tensors on rank 0, None on the others
+
+- :class:`ObjectStoreSync` (``rollout.backend=hf``, CPU or GPU): rank 0 puts the state in the object
+  store once and hands the pool the ref *inside a list*. Ray resolves only top-level ``ObjectRef``
+  arguments, so the pool forwards the ref without deserialising the weights; each actor gets it as a
+  top-level argument and reads it from the object store itself (one copy per actor, none in the pool).
+  The pool keeps the ref and gives it again to an actor that restarts.
+- :class:`NcclSync` (``rollout.backend=vllm``): vLLM's native weight transfer (vLLM 0.29.0,
+  ``vllm/distributed/weight_transfer/nccl_engine.py``). Trainer rank 0 is rank 0 of an NCCL group
+  whose other members are the vLLM engines' workers; vLLM's ``NCCLTrainerWeightTransferEngine`` streams
+  the tensors in packed buckets (``packed_tensor.py``: fixed-size buffers, double-buffered) while each
+  engine receives them through ``AsyncLLM.start_weight_update`` / ``update_weights`` /
+  ``finish_weight_update`` and loads them with the model's own ``load_weights`` (layerwise reload).
+  Nothing travels through host memory or the object store. The control calls go through
+  :class:`PoolWeightSyncClient`, our implementation of vLLM's ``VLLMWeightSyncClient`` protocol: it fans
+  out through the pool to every rollout actor, giving each engine its own ``rank_offset`` (vLLM's own
+  Ray client sends every handle the same offset, which suits one data-parallel engine but not our
+  independent engines, each of which numbers its workers from 0).
+
+An actor restart changes the group's membership: the next ``publish`` sees the new member list and
+forms a fresh group (new port); until then the restarted actor holds the model folder's weights and
+the pool leaves it out of batches. A member that dies *during* a transfer leaves the trainer's
+broadcast waiting in NCCL: that step fails by Ray Train's worker timeout, not by an error here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+SyncStrategy = Literal["object_store", "nccl"]
+TransferStep = Literal["init", "start", "update", "finish"]
+WORKERS_PER_ENGINE = 1  # VLLMEngine runs one worker (no tensor parallelism): NCCL ranks per engine
+
+
+class WeightSync(Protocol):
+    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
+        """Every rank calls it; ``state`` (Hugging Face names -> tensors) is read on rank 0 only."""
+        ...
+
+
+def strategy_for(backend: str) -> SyncStrategy:
+    return "nccl" if backend == "vllm" else "object_store"
+
+
+def weight_sync_for(cfg, pool, rank: int) -> WeightSync:
+    """The strategy of ``cfg.rollout.backend`` (see the module docstring)."""
+    if strategy_for(cfg.rollout.backend) == "nccl":
+        return NcclSync(pool, rank, wire_dtype=cfg.policy.dtype)
+    return ObjectStoreSync(pool, rank)
+
+
+class ObjectStoreSync:
+    def __init__(self, pool, rank: int):
+        self.pool = pool
+        self.rank = rank
+
+    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
+        if self.rank != 0:
+            return
+        import ray
+
+        if state is None:
+            raise ValueError("rank 0 must publish a state")
+        ray.get(self.pool.update_weights.remote([ray.put(dict(state))], version))
+
+
+class PoolWeightSyncClient:
+    """vLLM's ``VLLMWeightSyncClient`` protocol (``vllm/distributed/weight_transfer/base.py``: four
+    synchronous methods taking plain dicts) over the rollout pool's ``weight_transfer`` fan-out.
+
+    ``version`` is set before each transfer: vLLM's trainer engine calls ``finish_weight_update()``
+    without one, and the actors record it as the weights they now hold."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.version: int | None = None
+
+    def _call(self, step: TransferStep, payload: Any = None) -> None:
+        import ray
+
+        ray.get(self.pool.weight_transfer.remote(step, payload))
+
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+        self._call("init", init_info)
+
+    def start_weight_update(self) -> None:
+        self._call("start")
+
+    def update_weights(self, update_info: dict[str, Any] | list[dict[str, Any]]) -> None:
+        self._call("update", update_info)
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self._call("finish", self.version)
+
+
+class StateSource:
+    """A state dict as a vLLM ``WeightSource`` (metadata first, then the tensors in the same order):
+    each tensor is moved to ``device`` and cast to the engines' dtype as it is sent, so only the
+    buckets in flight are on the GPU."""
+
+    def __init__(self, state: Mapping[str, Any] | None, dtype, device):
+        self.state = dict(state or {})
+        self.dtype = dtype
+        self.device = device
+
+    def metadata(self) -> list:
+        from vllm.distributed.weight_transfer.base import ParamMeta
+
+        return [ParamMeta(name, self.dtype, tuple(t.shape)) for name, t in self.state.items()]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for name, tensor in self.state.items():
+            yield name, tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class NcclSync:
+    """vLLM's NCCL weight transfer, re-forming the group whenever the pool's actors changed."""
+
+    def __init__(self, pool, rank: int, wire_dtype: str = "bfloat16", packed: bool = True, device=None):
+        self.pool = pool
+        self.rank = rank
+        self.wire_dtype = wire_dtype
+        self.packed = packed
+        self.device = device  # where tensors go before NCCL sends them; None: this rank's current GPU
+        self.client = PoolWeightSyncClient(pool)
+        self.engine = None  # vLLM's NCCLTrainerWeightTransferEngine
+        self.members: list | None = None  # the actors (index, pid) that joined the current group
+
+    def _connect(self, members: list) -> None:
+        import ray
+        from vllm.distributed.weight_transfer.nccl_engine import (
+            NCCLTrainerInitInfo,
+            NCCLTrainerWeightTransferEngine,
+        )
+
+        init_info = NCCLTrainerInitInfo(master_address=ray.util.get_node_ip_address(), master_port=_free_port(),
+                                        world_size=1 + WORKERS_PER_ENGINE * len(members), packed=self.packed,
+                                        rank=0)
+        if self.engine is not None:
+            self.engine.shutdown()
+        # The engines join (through the client) while rank 0 opens its endpoint: vLLM runs both sides.
+        self.engine = NCCLTrainerWeightTransferEngine.trainer_init(
+            init_info, client=self.client, source=StateSource(None, None, None))
+        self.members = members
+        log.info("weight transfer group formed: trainer + %d rollout engines", len(members))
+
+    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
+        """Rank 0 sends; the other ranks took part in gathering ``state`` and have nothing left to do."""
+        if self.rank != 0:
+            return
+        if state is None:
+            raise ValueError("rank 0 must publish a state")
+        import ray
+        import torch
+
+        members = ray.get(self.pool.transfer_members.remote())
+        if members != self.members:
+            self._connect(members)
+        self.client.version = version
+        device = self.device or torch.device("cuda", torch.cuda.current_device())
+        self.engine.source = StateSource(state, getattr(torch, self.wire_dtype), device)
+        self.engine.send_weights()

@@ -1,0 +1,76 @@
+"""The warm-start teachers: which entities they query, what they select, when they stop."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3ray.agent.heuristic import candidate_entities, heuristic_turn
+from s3ray.agent.observation import render_information
+from s3ray.agent.parser import parse_turn
+from s3ray.agent.prompt import build_searcher_prompt
+from s3ray.config import AgentConfig
+from s3ray.types import Doc
+
+QUESTION = "What government position was held by the woman who portrayed Corliss Archer in Kiss and Tell?"
+FILM = Doc("1", "Kiss and Tell (1945 film)", "Kiss and Tell is a 1945 American comedy film starring "
+           "Shirley Temple as Corliss Archer. In the film, two teenage girls cause their parents much "
+           "concern when they start to become interested in boys.")
+OTHER = Doc("2", "Meet Corliss Archer", "Meet Corliss Archer is an American radio series. Born in "
+            "1943, it was created by F. Hugh Herbert.")
+TEMPLE = Doc("7", "Shirley Temple", "Shirley Temple Black was an American actress and diplomat. She "
+             "served as Chief of Protocol of the United States.")
+CFG = AgentConfig(initial_k=2, search_k=3, select_cap=2, max_turns=2)
+
+
+def episode(turns: list[str], blocks: list[list[Doc]]) -> str:
+    text = build_searcher_prompt(QUESTION, blocks[0], CFG)
+    for turn, block in zip(turns, blocks[1:], strict=True):
+        text += turn + render_information(block)
+    return text
+
+
+def test_candidates_are_entities_the_question_does_not_name_in_rank_order():
+    found = candidate_entities([(FILM.title, FILM.text), (OTHER.title, OTHER.text)], QUESTION)
+    assert found[0] == "Shirley Temple"  # the bridge entity of the top doc comes first
+    assert "Corliss Archer" not in found and "Kiss and Tell" not in found  # the question names them
+    assert "Meet Corliss Archer" not in found  # a doc's own title: already retrieved
+    assert "Born" not in found and "Hugh Herbert" in found  # a lone sentence opener is no name
+
+
+def test_bridge_teacher_queries_the_bridge_entity_then_selects_its_passage():
+    first = parse_turn(heuristic_turn(episode([], [[FILM, OTHER]]), CFG))
+    assert first.kind == "search" and first.query == "Shirley Temple" and first.important_info is None
+    after = episode(['<query>{"query": "Shirley Temple"}</query>'], [[FILM, OTHER], [FILM, TEMPLE, OTHER]])
+    second = parse_turn(heuristic_turn(after, CFG))
+    assert second.important_info == [2]  # Temple's passage: new, and its title matches the query
+    assert second.kind == "search" and second.query not in ("Shirley Temple", "")
+
+
+def test_bridge_teacher_stops_when_its_searches_are_spent_and_claims_an_unhelpful_block():
+    turns = ['<query>{"query": "Shirley Temple"}</query>', '<query>{"query": "Hugh Herbert"}</query>']
+    text = episode(turns, [[FILM, OTHER], [TEMPLE], [FILM]])
+    last = parse_turn(heuristic_turn(text, CFG))
+    assert last.kind == "complete"
+    assert last.important_info == []  # nothing new: the block is claimed, so it adds no doc
+
+
+def test_format_teacher_draws_one_entity_per_question_and_searches_once():
+    cfg = CFG.model_copy(update={"max_turns": 3})
+    text = episode([], [[FILM, OTHER]])
+    first = parse_turn(heuristic_turn(text, cfg, teacher="format"))
+    assert first.kind == "search"
+    assert first.query in candidate_entities([(FILM.title, FILM.text), (OTHER.title, OTHER.text)], QUESTION)
+    assert heuristic_turn(text, cfg, teacher="format") == heuristic_turn(text, cfg, teacher="format")
+    after = episode([f'<query>{{"query": "{first.query}"}}</query>'], [[FILM, OTHER], [TEMPLE]])
+    done = parse_turn(heuristic_turn(after, cfg, teacher="format"))
+    assert done.kind == "complete" and done.important_info == [1]
+
+
+def test_no_candidate_means_no_search_and_unknown_teachers_are_refused():
+    plain = Doc("1", "Kiss and Tell", "a film.")
+    text = build_searcher_prompt(QUESTION, [plain], CFG)
+    assert parse_turn(heuristic_turn(text, CFG)).kind == "complete"
+    with pytest.raises(ValueError, match="teacher"):
+        heuristic_turn(text, CFG, teacher="oracle")
+    with pytest.raises(ValueError, match="sentinel"):
+        heuristic_turn("no prompt here", CFG)

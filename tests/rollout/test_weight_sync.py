@@ -1,0 +1,223 @@
+"""The weight-sync seam without Ray or vLLM: the pool forwards object-store refs untouched and re-sends
+them to a restarted actor; over NCCL it numbers the engines' ranks, records the version, leaves a
+restarted actor out of batches, and the trainer side re-forms the group when the members change."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from s3ray.rollout import weight_sync
+from s3ray.rollout.pool import RolloutPool
+from s3ray.rollout.weight_sync import NcclSync, ObjectStoreSync, strategy_for
+
+
+class Remote:
+    """``handle.method.remote(...)`` of a Ray actor, answered by a local coroutine."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+class FakeActor:
+    def __init__(self, index: int):
+        self.index, self.pid, self.pushed_version = index, 1000 + index, None
+        self.received: list = []
+        self.ran: list = []
+        self.ping, self.update_weights = Remote(self._ping), Remote(self._update_weights)
+        self.weight_transfer, self.run = Remote(self._weight_transfer), Remote(self._run)
+
+    async def _ping(self):
+        return {"index": self.index, "pushed_version": self.pushed_version, "pid": self.pid}
+
+    async def _update_weights(self, state, version):
+        self.received.append(state)
+        self.pushed_version = version
+        return version
+
+    async def _weight_transfer(self, step, payload=None):
+        self.received.append((step, payload))
+        if step == "finish":
+            self.pushed_version = payload
+
+    async def _run(self, items, **kwargs):
+        self.ran.append(len(items))
+        return [f"episode {q['id']}/{s}" for q, s in items]
+
+    def restart(self):  # what Ray does: a new process with the model folder's weights
+        self.pid += 100
+        self.pushed_version = None
+
+
+def fake_pool(n: int) -> RolloutPool:
+    pool = RolloutPool.__new__(RolloutPool)  # the real pool's logic over local actors
+    pool.actors, pool.weights, pool.last_stats = [FakeActor(i) for i in range(n)], None, {}
+    return pool
+
+
+QUESTIONS = [{"id": f"q{i}"} for i in range(4)]
+
+
+def test_strategy_follows_the_backend():
+    assert strategy_for("vllm") == "nccl" and strategy_for("hf") == "object_store"
+
+
+def test_object_store_ref_reaches_the_actors_untouched_and_again_after_a_restart():
+    pool = fake_pool(2)
+    ref = object()  # stands for an ObjectRef: the pool must pass it on, never resolve it
+    assert asyncio.run(pool.update_weights([ref], 3)) == 3
+    assert [a.received for a in pool.actors] == [[ref], [ref]]
+    pool.actors[1].restart()
+    assert asyncio.run(pool.ready()) == 2
+    assert pool.actors[1].received == [ref, ref] and pool.actors[1].pushed_version == 3
+
+
+def test_object_store_sync_nests_the_ref_on_rank_0_only(monkeypatch):
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "put", lambda value: ("ref", tuple(value)))
+    monkeypatch.setattr(ray, "get", lambda value: value)
+    pool = types.SimpleNamespace(update_weights=Remote(lambda refs, version: calls.append((refs, version))))
+    ObjectStoreSync(pool, rank=1).publish(None, 5)
+    ObjectStoreSync(pool, rank=0).publish({"w": 1}, 5)
+    assert calls == [([("ref", ("w",))], 5)]  # a list holding the ref: Ray leaves nested refs alone
+
+
+def test_nccl_transfer_numbers_the_engines_and_a_restarted_actor_sits_out():
+    pool = fake_pool(3)
+    init = {"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 4}
+    asyncio.run(pool.weight_transfer("init", init))
+    assert [a.received[0][1]["rank_offset"] for a in pool.actors] == [1, 2, 3]
+    for step, payload in (("start", None), ("update", {"names": ["w"]}), ("finish", 9)):
+        asyncio.run(pool.weight_transfer(step, payload))
+    assert all(a.pushed_version == 9 for a in pool.actors) and pool.weights == (None, 9)
+    pool.actors[0].restart()
+    members = asyncio.run(pool.transfer_members())
+    assert [m[0] for m in members] == [0, 1, 2] and members[0][1] == 1100  # still a member: it must rejoin
+    episodes = asyncio.run(pool.run(QUESTIONS, samples_per_question=2))
+    assert episodes == [f"episode {q['id']}/{s}" for q in QUESTIONS for s in range(2)]
+    assert pool.actors[0].ran == [] and sum(pool.actors[1].ran + pool.actors[2].ran) == 8
+
+
+# A stand-in for vLLM 0.29.0's trainer-side NCCL engine: the same classmethod and calls, in the order
+# NCCLTrainerWeightTransferEngine.trainer_init / send_weights make them (vllm/distributed/weight_transfer/
+# nccl_engine.py), with the broadcast replaced by recording what the source yields.
+@dataclass
+class FakeInitInfo:
+    master_address: str
+    master_port: int
+    world_size: int
+    packed: bool = True
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class FakeParamMeta:
+    name: str
+    dtype: torch.dtype
+    shape: tuple
+
+
+class FakeTrainerEngine:
+    made: list = []
+
+    @classmethod
+    def trainer_init(cls, init_info, *, client, source=None):
+        engine = cls()
+        engine.init_info, engine.client, engine.source, engine.sent, engine.closed = init_info, client, source, [], False
+        client.init_weight_transfer_engine({"master_address": init_info.master_address, "rank_offset": 1,
+                                            "master_port": init_info.master_port,
+                                            "world_size": init_info.world_size})
+        cls.made.append(engine)
+        return engine
+
+    def send_weights(self):
+        meta = self.source.metadata()
+        self.client.start_weight_update()
+        self.client.update_weights({"names": [m.name for m in meta], "dtype_names": [str(m.dtype) for m in meta],
+                                    "shapes": [list(m.shape) for m in meta]})
+        self.sent.append([(name, t.dtype, tuple(t.shape)) for name, t in self.source])
+        self.client.finish_weight_update()
+
+    def shutdown(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import ray
+
+    names = ["vllm", "vllm.distributed", "vllm.distributed.weight_transfer",
+             "vllm.distributed.weight_transfer.nccl_engine", "vllm.distributed.weight_transfer.base"]
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerInitInfo = FakeInitInfo
+    sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerWeightTransferEngine = FakeTrainerEngine
+    sys.modules["vllm.distributed.weight_transfer.base"].ParamMeta = FakeParamMeta
+    monkeypatch.setattr(ray, "get", lambda value: value)
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.1")
+    FakeTrainerEngine.made = []
+    return FakeTrainerEngine
+
+
+class LocalPoolHandle:
+    """The pool actor's handle, running the real pool's coroutines."""
+
+    def __init__(self, pool: RolloutPool):
+        self.pool = pool
+        for name in ("transfer_members", "weight_transfer"):
+            setattr(self, name, Remote(lambda *a, _name=name: asyncio.run(getattr(pool, _name)(*a))))
+
+
+def test_nccl_sync_forms_the_group_once_and_again_after_a_restart(fake_vllm):
+    pool = fake_pool(2)
+    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
+    state = {"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(4)}
+    sync.publish(state, 1)
+    sync.publish(state, 2)
+    [engine] = fake_vllm.made
+    assert engine.init_info.world_size == 3  # the trainer and one worker per engine
+    assert engine.sent == [[("a.weight", torch.bfloat16, (2, 3)), ("b.bias", torch.bfloat16, (4,))]] * 2
+    assert all(a.pushed_version == 2 for a in pool.actors)
+    assert [s for s, _ in pool.actors[1].received] == ["init"] + ["start", "update", "finish"] * 2
+    pool.actors[1].restart()
+    sync.publish(state, 3)
+    assert len(fake_vllm.made) == 2 and engine.closed  # a fresh group, with the restarted actor in it
+    assert fake_vllm.made[1].init_info.master_port != 0
+    assert [a.pushed_version for a in pool.actors] == [3, 3]
+
+
+def test_nccl_sync_other_ranks_only_gathered(fake_vllm):
+    NcclSync(None, rank=1, device="cpu").publish(None, 1)
+    assert fake_vllm.made == []
+    with pytest.raises(ValueError, match="rank 0 must publish"):
+        NcclSync(None, rank=0, device="cpu").publish(None, 1)
+
+
+def test_weight_sync_for_the_config():
+    cfg = types.SimpleNamespace(rollout=types.SimpleNamespace(backend="vllm"),
+                                policy=types.SimpleNamespace(dtype="bfloat16"))
+    assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), NcclSync)
+    cfg.rollout.backend = "hf"
+    assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), ObjectStoreSync)
+
+
+def test_a_state_with_tied_weights_can_be_written_for_vllm_to_reload(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from s3ray.rollout.engine import _contiguous_copies
+
+    embed = torch.randn(5, 3)
+    state = {"embed.weight": embed, "lm_head.weight": embed, "proj.weight": torch.randn(3, 4).t()}
+    save_file(_contiguous_copies(state), str(tmp_path / "model.safetensors"))  # shared or strided would raise
+    back = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(back[k], v) for k, v in state.items())
