@@ -34,8 +34,8 @@ def demo_services(overrides: list[str]):
     """The ``demo_cpu`` config over the whole bundled corpus, in runs/bench (its index is built once and
     reused across runs), with the retriever and generator deployed on a free port; returns the config."""
     from s3ray.config import REPO_ROOT, load_config
+    from s3ray.deploy import deploy_services
     from s3ray.retrieval.indexing import build_index
-    from s3ray.serving import deploy_services
 
     cfg = load_config("demo_cpu", [f"paths.work_dir={REPO_ROOT / 'runs' / 'bench'}",
                                    "corpus.limit=null", f"serve.port={free_port()}", *overrides])

@@ -20,10 +20,11 @@ from s3ray.config import S3Config, load_config
 
 # stage name -> (module:function, one-line help). Imported lazily: `s3ray --help` must not load torch.
 STAGES: dict[str, tuple[str, str]] = {
+    "generate-bridge": ("s3ray.data.bridge:generate", "write the learning check's generated multi-hop world"),
     "index": ("s3ray.retrieval.indexing:build_index", "embed and index the corpus with Ray Data"),
     "serve-retriever": ("s3ray.retrieval.service:serve_forever", "run the retriever Serve app"),
     "serve-generator": ("s3ray.generation.service:serve_forever", "run the generator Serve app"),
-    "deploy": ("s3ray.serving:deploy_services", "deploy retriever and generator, then return"),
+    "deploy": ("s3ray.deploy:deploy_services", "deploy retriever and generator, then return"),
     "precompute": ("s3ray.ragcache.precompute:precompute", "precompute the naive-RAG cache"),
     "train": ("s3ray.train.trainer:train", "train the searcher with PPO/GRPO on Ray Train"),
     "infer": ("s3ray.inference.run:gather_contexts", "gather contexts with s3 and the baselines"),

@@ -134,6 +134,8 @@ class RetrieverConfig(Section):
     max_ongoing_requests: int = 64
     max_topk: int = 100
     max_queries: int = 1024
+    max_query_chars: int = 2048  # longer queries get a 400 (an encoder reads ~256 tokens anyway)
+    max_body_bytes: int = 1 << 20  # larger request bodies get a 413
     default_topk: int = 3
     timeout_s: float = 30.0
     retries: int = 3
@@ -170,6 +172,7 @@ class GeneratorConfig(Section):
     max_ongoing_requests: int = 128  # server side, per replica (reader / hf)
     max_batch_size: int = 32  # reader / hf: concurrent requests answered in one forward pass
     batch_wait_s: float = 0.01
+    max_body_bytes: int = 1 << 20  # reader / hf: larger request bodies get a 413
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
     reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
@@ -368,6 +371,16 @@ class EvaluationConfig(Section):
     batch_size: int = 64  # questions answered and scored per resumable batch
 
 
+class BridgeWorldConfig(Section):
+    """The generated multi-hop world of the learning check (``s3ray generate-bridge``)."""
+
+    num_companies: int = Field(300, ge=4)  # one bridge question each
+    num_cities: int = Field(40, ge=4)
+    extra_people: int = Field(300, ge=0)  # passages of people who founded nothing: distractors
+    dev_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
 DEMO_STAGES = ("index", "deploy", "precompute", "train", "infer", "evaluate")
 
 
@@ -404,12 +417,14 @@ class S3Config(Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    bridge_world: BridgeWorldConfig = Field(default_factory=BridgeWorldConfig)
 
     @model_validator(mode="after")
     def _derive(self) -> S3Config:
         """Fill paths and URLs left as None from work_dir and the serve address."""
         work = self.paths.work_dir.expanduser().resolve()
         object.__setattr__(self.paths, "work_dir", work)
+        object.__setattr__(self.paths, "data_dir", self.paths.data_dir.expanduser().resolve())
         defaults = [
             (self.corpus, "path", Path("hotpotqa/corpus.jsonl")),
             (self.index, "dir", work / "index"),

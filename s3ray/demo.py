@@ -30,6 +30,7 @@ from s3ray.config import REPO_ROOT, S3Config
 
 # stage -> job script; "deploy" always runs, since Serve apps live and die with the cluster.
 STAGE_SCRIPTS = {
+    "generate": "generate_bridge.py",
     "index": "build_index.py",
     "deploy": "deploy_services.py",
     "precompute": "precompute_rag_cache.py",
@@ -38,13 +39,44 @@ STAGE_SCRIPTS = {
     "evaluate": "evaluate.py",
 }
 ALWAYS_RUN = {"deploy"}
-# Ray 2.60 token authentication: the local cluster always uses it (`ray start` creates
-# ~/.ray/auth_token when missing), and the Jobs client of this process sends the token itself.
+# Ray 2.60 token authentication: the local cluster always uses it. `ray start` does not create a token
+# (only a local `ray.init()` does), so the demo makes one the way Ray documents, `ray get-auth-token
+# --generate`, which writes ~/.ray/auth_token; the Jobs client of this process sends it itself.
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
 def auth_token_path() -> Path:
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+
+
+def ensure_auth_token(ray_bin: str) -> str:
+    """Make sure Ray finds a token (RAY_AUTH_TOKEN, else the token file); say where it is."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "token: from $RAY_AUTH_TOKEN"
+    path = auth_token_path()
+    if path.exists():
+        return f"token: {path}"
+    if "RAY_AUTH_TOKEN_PATH" in os.environ:  # Ray would read only that file, and it generates elsewhere
+        raise FileNotFoundError(f"RAY_AUTH_TOKEN_PATH names {path}, which does not exist; unset it, or "
+                                "create the token with `ray get-auth-token --generate` and move it there")
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, env={**os.environ, AUTH_MODE_ENV: "token"})
+    if not path.exists():
+        raise FileNotFoundError(f"`ray get-auth-token --generate` left no token at {path}")
+    return f"token: created {path} (`ray get-auth-token` prints it; the dashboard asks for it)"
+
+
+def jobs_address(cfg: S3Config, address: str) -> str:
+    """The dashboard URL that takes job submissions on an existing cluster named by ``address``.
+
+    ``http(s)://head:8265`` is that URL already (how Ray's own ``ray job submit`` reads RAY_ADDRESS);
+    a GCS address ``head:6379`` gives its host with ``cluster.dashboard_port``; ``auto`` gives
+    ``cluster.dashboard_host``.
+    """
+    if address.startswith(("http://", "https://")):
+        return address.rstrip("/")
+    host = address.rsplit(":", 1)[0] if ":" in address else cfg.cluster.dashboard_host
+    return f"http://{host}:{cfg.cluster.dashboard_port}"
 
 
 def auth_headers() -> dict[str, str]:
@@ -86,6 +118,7 @@ class LocalCluster:
             dash_port = _free_port()
         gcs_port = cfg.demo.ray_port or _free_port()
         ray_bin = str(Path(sys.executable).with_name("ray"))
+        print(ensure_auth_token(ray_bin), flush=True)
         cmd = [
             ray_bin, "start", "--head", "--block", "--disable-usage-stats",
             f"--port={gcs_port}", f"--num-cpus={cfg.cluster.num_cpus or os.cpu_count()}",
@@ -214,7 +247,8 @@ def run_demo(cfg: S3Config) -> int:
     external = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     cluster = None
     if external:  # jobs go to the existing cluster's dashboard (the Jobs API lives there)
-        dashboard_url = f"http://{cfg.cluster.dashboard_host}:{cfg.cluster.dashboard_port}"
+        dashboard_url = jobs_address(cfg, external)
+        print(f"submitting to the Ray cluster at {dashboard_url}", flush=True)
     else:
         print("starting a local Ray cluster ...", flush=True)
         cluster = LocalCluster.start(cfg, work / "logs" / "ray_head.log")

@@ -1,8 +1,76 @@
-"""Ray Serve start-up shared by the retriever and generator apps: one HTTP proxy, one address."""
+"""The Ray Serve layer under the retriever and generator apps: one HTTP proxy, one way to deploy an app
+and wait for it, one way to run it from a terminal, one error body, one bounded request reader.
+
+Each service module builds its own app and calls into this module; nothing here imports a service
+(``s3ray.deploy`` is the stage that deploys both).
+"""
 
 from __future__ import annotations
 
-from s3ray.config import S3Config
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from s3ray.config import S3Config, load_config
+
+
+class BadRequest(ValueError):
+    """A request the client must fix; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def error_response(err: BadRequest):
+    """The OpenAI-style error body every app answers with: ``{"error": {message, type, code}}``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": str(err), "type": "invalid_request_error", "code": err.code}},
+                        status_code=err.status)
+
+
+def check_text(value: str, field: str) -> None:
+    """A JSON string may carry a lone UTF-16 surrogate (``"\\ud800"``), which no encoder or JSON writer
+    accepts: refuse it here, naming the field, instead of failing deep inside the replica."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRequest(f"{field} holds an invalid character at {err.start} (a lone UTF-16 surrogate); "
+                         "send valid Unicode text") from None
+
+
+async def read_json(request, max_bytes: int) -> Any:
+    """The request's JSON body, read at most ``max_bytes`` far (413 beyond), 400 if it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BadRequest(f"the body has {int(declared)} bytes; the limit is {max_bytes}", status=413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BadRequest(f"the body exceeds the limit of {max_bytes} bytes", status=413)
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not valid JSON: {err}") from None
+
+
+def app_builder(build_app: Callable[[S3Config], Any]) -> Callable[[dict], Any]:
+    """The ``import_path`` entry of a ``serve run`` / ``serve deploy`` YAML: its ``args`` are an s3ray
+    preset (``config``) and ``overrides``, as on the command line."""
+
+    def builder(args: dict) -> Any:
+        return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
+
+    return builder
 
 
 def ensure_serve(cfg: S3Config) -> None:
@@ -15,15 +83,57 @@ def ensure_serve(cfg: S3Config) -> None:
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
 
 
-def deploy_services(cfg: S3Config) -> None:
-    """Deploy the retriever and (unless it is an external endpoint) the generator, then return.
+def wait_healthy(url: str, timeout_s: float = 300.0) -> None:
+    """Poll ``GET url`` until it answers 200."""
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=10)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.TransportError as err:
+            last = str(err)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout_s:.0f}s: {last}")
 
-    Serve apps outlive the driver that deployed them, so a Ray job running this leaves both services
-    up for the stages that follow.
+
+def deploy_app(cfg: S3Config, app: Any, *, name: str, route_prefix: str, health_url: str) -> None:
+    """Run ``app`` on the proxy at ``serve.host:serve.port`` and return once ``health_url`` answers."""
+    from ray import serve
+
+    ensure_serve(cfg)
+    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    wait_healthy(health_url)
+
+
+def serve_forever(cfg: S3Config, name: str, deploy: Callable[[S3Config], str]) -> None:
+    """Deploy, then keep the driver alive until Ctrl-C (SIGINT) or SIGTERM.
+
+    On a cluster this process started, stopping it stops the app. On an existing cluster
+    (``cluster.address`` / ``RAY_ADDRESS``) the app stays up there, and the message says how to remove it.
     """
-    from s3ray.generation.service import deploy as deploy_generator
-    from s3ray.retrieval.service import deploy as deploy_retriever
+    import ray
 
-    print(f"retriever: {deploy_retriever(cfg)}", flush=True)
-    if cfg.generator.backend != "openai":
-        print(f"generator: {deploy_generator(cfg)}", flush=True)
+    url = deploy(cfg)
+    print(f"{name}: {url} (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    stop.wait()
+    started = time.monotonic()
+    external = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    where = (f"leaving; the app stays up on {external} (`serve shutdown` removes it)" if external
+             else "stopping the local cluster and the app with it")
+    print(f"{name}: {signal.Signals(received[0]).name}: {where} ...", flush=True)
+    # Handled here instead of as a KeyboardInterrupt at whatever line the driver was on: on a local
+    # cluster, ray.shutdown() ends the Serve controller, proxy and replicas with it, in seconds
+    # (tests/test_serve_cli.py holds it under 10 s).
+    ray.shutdown()
+    print(f"{name}: stopped in {time.monotonic() - started:.1f} s", flush=True)

@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import mlflow
 import pytest
 
+from s3ray import demo
 from s3ray.config import load_config
 from s3ray.demo import run_demo
+
+
+class Submitted(Exception):
+    pass
+
+
+def test_ray_address_names_where_jobs_go(tmp_path, monkeypatch):
+    """RAY_ADDRESS=http://head:8265 (as `ray job submit` reads it) is where the demo submits, and no local
+    cluster starts."""
+    import ray.job_submission
+
+    addresses = []
+
+    def fake_client(address, headers=None):
+        addresses.append(address)
+        raise Submitted
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", fake_client)
+    monkeypatch.setattr(demo.LocalCluster, "start", lambda *a, **k: pytest.fail("started a local cluster"))
+    cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", "cluster.dashboard_host=10.9.9.9"])
+    for address, expected in [("http://head.example:8265/", "http://head.example:8265"),
+                              ("head.example:6379", "http://head.example:8265"),
+                              ("auto", "http://10.9.9.9:8265")]:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(Submitted):
+            run_demo(cfg)
+        assert addresses[-1] == expected
+
+
+def test_auth_token_is_created_where_ray_reads_it(tmp_path, monkeypatch):
+    """A fresh home has no ~/.ray/auth_token, and `ray start` does not make one: the demo does, with Ray's
+    own `ray get-auth-token --generate`, and a second call keeps it."""
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    token = tmp_path / ".ray" / "auth_token"
+    assert f"created {token}" in demo.ensure_auth_token(ray_bin)
+    first = token.read_text()
+    assert len(first.strip()) >= 16
+    assert demo.ensure_auth_token(ray_bin) == f"token: {token}" and token.read_text() == first
+    printed = subprocess.run([ray_bin, "get-auth-token"], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == first.strip()  # the file Ray itself reads
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="RAY_AUTH_TOKEN_PATH"):
+        demo.ensure_auth_token(ray_bin)
 
 
 @pytest.mark.ray
@@ -25,10 +75,15 @@ def test_a_failed_stage_is_named_and_fails_the_demo(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(2700)  # two whole demo runs on 2 cores: beyond the suite's per-test default
 def test_shortened_demo_runs_every_stage_and_leaves_its_outputs(tmp_path):
-    work = tmp_path / "demo"
+    """Under an empty home folder, as the first command on a new machine: no Ray token exists yet."""
+    work, home = tmp_path / "demo", tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
+    env["HOME"] = str(home)
     cmd = [sys.executable, "-m", "s3ray.cli", "demo", "--config", "demo_ci", f"paths.work_dir={work}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"token: created {home / '.ray' / 'auth_token'}" in proc.stdout
     cfg = load_config("demo_ci", [f"paths.work_dir={work}"])
     table = (cfg.evaluation.dir / "table.md").read_text()
     assert "s3" in table and "naive_rag" in table
@@ -42,6 +97,6 @@ def test_shortened_demo_runs_every_stage_and_leaves_its_outputs(tmp_path):
     history = client.get_metric_history(train_runs.iloc[0]["run_id"], "reward")
     assert len({m.step for m in history}) == cfg.train.steps
     # A re-run reuses every finished stage.
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.stdout.count("reused") >= 4

@@ -99,6 +99,12 @@ def complete_turn(ids: list[int] | None = None) -> str:
     return f"{_selection(ids)}<search_complete>True</search_complete>"
 
 
+def entity_query(entity: str) -> str:
+    """The query naming an entity. The name follows a word, not the JSON quote, so its tokens are the
+    ones it has inside a passage (" Temple", not "Temple"): a model can copy it from the docs."""
+    return f"who is {entity}"
+
+
 def query_turn(query: str, ids: list[int] | None = None) -> str:
     """A search turn; after a search, the selection from the newest block and "not complete" first."""
     prefix = f"{_selection(ids)}<search_complete>False</search_complete>\n" if ids is not None else ""
@@ -144,9 +150,9 @@ def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "brid
         seen = {title.lower() for block in blocks[:-1] for title, _ in block}
         ids = [1] if teacher == "format" else select_new(blocks[-1], seen, queries[-1], cfg.select_cap)
     searches_left = cfg.max_turns + (1 if cfg.seed_extra_turn else 0) - (len(blocks) - 1)
-    remaining = [c for c in candidates if c not in queries]
+    remaining = [c for c in candidates if entity_query(c) not in queries]
     if teacher == "format" and queries:
         remaining = []  # one search: the query is the only thing it teaches
     if searches_left > 0 and remaining:
-        return query_turn(remaining[0], ids)
+        return query_turn(entity_query(remaining[0]), ids)
     return complete_turn(ids)

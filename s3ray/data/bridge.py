@@ -15,7 +15,8 @@ well-formed.
 
 Names are made of syllables, unique in the world, and the world is fully determined by the seed.
 Files are written in the layouts the rest of s3ray reads: a ``contents`` JSONL corpus and FlashRAG
-question files with ``supporting_passage_ids``.
+question files with ``supporting_passage_ids``. ``s3ray generate-bridge`` writes them (the first stage of
+the ``learning_check`` preset); the sizes are ``bridge_world.*`` in the config.
 """
 
 from __future__ import annotations
@@ -93,20 +94,34 @@ def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int
     return BridgeWorld(corpus, questions)
 
 
-def write_world(out_dir: Path, dev_fraction: float = 0.25, **kwargs) -> dict[str, Path]:
-    """Write ``corpus.jsonl``, ``train.jsonl`` and ``dev.jsonl`` under ``out_dir`` (idempotent: the
-    same arguments always write the same files). Dev questions ask about companies no training
-    question names."""
-    world = make_world(**kwargs)
+def write_world(corpus_path: Path, train_path: Path, dev_path: Path, dev_fraction: float = 0.25,
+                **world_kwargs) -> BridgeWorld:
+    """Write the corpus and the train and dev questions (JSONL). Idempotent: the same arguments always
+    write the same files. Dev questions ask about companies no training question names."""
+    if not 0.0 < dev_fraction < 1.0:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+    world = make_world(**world_kwargs)
     n_dev = max(1, int(len(world.questions) * dev_fraction))
-    splits = {"corpus": world.corpus, "train": world.questions[n_dev:], "dev": world.questions[:n_dev]}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, rows in splits.items():
-        path = out_dir / f"{name}.jsonl"
+    for path, rows in ((corpus_path, world.corpus), (train_path, world.questions[n_dev:]),
+                       (dev_path, world.questions[:n_dev])):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         tmp.replace(path)
-        paths[name] = path
-    return paths
+    return world
+
+
+def generate(cfg) -> None:
+    """``s3ray generate-bridge``: the learning check's world, written where the config reads its corpus
+    (``corpus.path``) and its first train and dev sets."""
+    import logging
+
+    if not cfg.data.train or not cfg.data.dev:
+        raise ValueError("generate-bridge needs one train and one dev set in the config to write to")
+    w = cfg.bridge_world
+    world = write_world(cfg.corpus.path, cfg.data.train[0].path, cfg.data.dev[0].path,
+                        dev_fraction=w.dev_fraction, num_companies=w.num_companies,
+                        num_cities=w.num_cities, extra_people=w.extra_people, seed=w.seed)
+    logging.getLogger(__name__).info("bridge world: %d passages, %d questions -> %s", len(world.corpus),
+                                     len(world.questions), cfg.corpus.path.parent)

@@ -1,14 +1,14 @@
 """Client for any OpenAI-compatible chat-completions endpoint (our Serve app, vLLM, a hosted API).
 
-Requests are concurrent (``achat_many``), bounded by a semaphore; each one is retried with exponential
-backoff on connection errors, timeouts, 429 and 5xx. When the retries run out the client raises
-:class:`GenerationError`: a failed generation never turns into an empty answer that scores as wrong.
+Requests are concurrent (``achat_many``), at most ``max_concurrency`` in flight; each one is retried with
+exponential backoff on connection errors, timeouts, 429 and 5xx (:mod:`s3ray.http_retry`). When the
+retries run out the client raises :class:`GenerationError`: a failed generation never turns into an
+empty answer that scores as wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -16,11 +16,9 @@ from typing import Any
 import httpx
 
 from s3ray.config import GeneratorConfig
-
-log = logging.getLogger(__name__)
+from s3ray.http_retry import RetryingSession
 
 Messages = list[dict[str, str]]
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class GenerationError(RuntimeError):
@@ -37,12 +35,9 @@ class GeneratorClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.max_concurrency = max_concurrency
-        self.backoff_s = backoff_s
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # httpx clients and semaphores belong to one event loop; keep one set per loop.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = RetryingSession(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+                                     max_in_flight=max_concurrency, headers=headers)
 
     @classmethod
     def from_config(cls, gen: GeneratorConfig) -> GeneratorClient:
@@ -57,15 +52,9 @@ class GeneratorClient:
     def __repr__(self) -> str:  # never shows the key
         return f"GeneratorClient({self.base_url!r}, model={self.model!r})"
 
-    def _session(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            limits = httpx.Limits(max_connections=self.max_concurrency,
-                                  max_keepalive_connections=self.max_concurrency)
-            self._http = httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=self._headers)
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        return self._http, self._semaphore
+    def _failed(self, attempts: int, last: str) -> GenerationError:
+        return GenerationError(f"generator at {self.base_url} failed after {attempts} attempts "
+                               f"(is the service up?): {last}")
 
     async def achat(self, messages: Messages, max_tokens: int | None = None,
                     temperature: float = 0.0) -> str:
@@ -73,27 +62,12 @@ class GeneratorClient:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        http, semaphore = self._session()
         url = f"{self.base_url}/chat/completions"
-        last_error = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                async with semaphore:
-                    response = await http.post(url, json=body)
-            except httpx.TransportError as err:  # refused, reset, timed out
-                last_error = f"{type(err).__name__}: {err}"
-                continue
-            if response.status_code in _RETRYABLE_STATUS:
-                last_error = f"HTTP {response.status_code}: {response.text[:300]}"
-                continue
-            if response.status_code != 200:
-                raise GenerationError(f"generator at {url} rejected the request: "
-                                      f"HTTP {response.status_code}: {response.text[:500]}")
-            return _reply_text(response, url)
-        raise GenerationError(f"generator at {url} failed after {self.retries + 1} attempts "
-                              f"(is the service up?): {last_error}")
+        response = await self._http.post(url, body, self._failed)
+        if response.status_code != 200:
+            raise GenerationError(f"generator at {url} rejected the request: "
+                                  f"HTTP {response.status_code}: {response.text[:500]}")
+        return _reply_text(response, url)
 
     async def achat_many(self, batch: Sequence[Messages], max_tokens: int | None = None,
                          temperature: float = 0.0) -> list[str]:
@@ -102,11 +76,11 @@ class GeneratorClient:
 
     def chat(self, messages: Messages, max_tokens: int | None = None, temperature: float = 0.0) -> str:
         """Blocking ``achat``, for scripts and notebooks (not from inside an event loop)."""
-        return asyncio.run(self.achat(messages, max_tokens, temperature))
+        return self._http.run(lambda: self.achat(messages, max_tokens, temperature))
 
     def chat_many(self, batch: Sequence[Messages], max_tokens: int | None = None,
                   temperature: float = 0.0) -> list[str]:
-        return asyncio.run(self.achat_many(batch, max_tokens, temperature))
+        return self._http.run(lambda: self.achat_many(batch, max_tokens, temperature))
 
 
 def _reply_text(response: httpx.Response, url: str) -> str:

@@ -51,6 +51,7 @@ JUDGE_TEMPLATES = {
     ),
 }
 
+_CONTEXT_FREE = {"", ZERO_SHOT_SYSTEM, COT_SYSTEM}
 _DOC_LINE = re.compile(r"^Doc (\d+) \(Title: (.*?)\) (.*)$")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
@@ -109,22 +110,38 @@ def parse_judge(text: str) -> bool | None:
 def parse_answer_messages(messages: Messages) -> tuple[str, list[Doc]]:
     """Inverse of :func:`answer_messages`: (question, docs). Docs get ids ``"1"``, ``"2"``, ...
 
-    Any prompt without the context block (zero-shot, CoT) gives ``(question, [])``; the question is
-    the last user message.
+    The question is the last user message. The documents are, in this order of preference:
+
+    - the lines of the system message's context block, each in s3's ``Doc i (Title: T) text`` form
+      (anything else there is a ValueError naming that form);
+    - without a block, the text of the other messages (system, earlier turns), one document per
+      non-empty line, unless it is only one of this module's context-free instructions (zero-shot,
+      CoT), which give ``(question, [])``: another prompt template still gets its documents read.
     """
     users = [m["content"] for m in messages if m.get("role") == "user"]
     if not users:
-        raise ValueError("the messages hold no user message (the question)")
+        raise ValueError("the messages hold no user message (the question); expected s3's answer prompt: "
+                         f"the documents as 'Doc i (Title: T) text' lines between {CONTEXT_START} and "
+                         f"{CONTEXT_END} in the system message, the question as the user message")
     question = users[-1]
     system = "\n".join(m["content"] for m in messages if m.get("role") == "system")
-    if CONTEXT_START not in system or CONTEXT_END not in system:
-        return question, []
-    block = system.split(CONTEXT_START, 1)[1].split(CONTEXT_END, 1)[0]
+    if CONTEXT_START in system and CONTEXT_END in system:
+        block = system.split(CONTEXT_START, 1)[1].split(CONTEXT_END, 1)[0]
+        lines = block.strip().splitlines()
+        for line in lines:
+            if _DOC_LINE.match(line.strip()) is None:
+                raise ValueError(f"context line is not 'Doc i (Title: T) text': {line[:80]!r}")
+    else:
+        last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+        others = [m["content"] for i, m in enumerate(messages) if i != last_user]
+        if all(text.strip() in _CONTEXT_FREE for text in others):
+            return question, []
+        lines = [line for text in others for line in text.splitlines()]
     docs = []
-    for line in block.strip().splitlines():
-        m = _DOC_LINE.match(line.strip())
-        if m is None:
-            raise ValueError(f"context line is not 'Doc i (Title: T) text': {line[:80]!r}")
-        docs.append(Doc(id=m.group(1), title=m.group(2), text=m.group(3)))
+    for line in (line.strip() for line in lines):
+        m = _DOC_LINE.match(line)
+        if m is not None:
+            docs.append(Doc(id=str(len(docs) + 1), title=m.group(2), text=m.group(3)))
+        elif line:
+            docs.append(Doc(id=str(len(docs) + 1), title="", text=line))
     return question, docs
-

@@ -22,11 +22,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from s3ray.config import GeneratorConfig, S3Config, load_config
+from s3ray import serving
+from s3ray.config import GeneratorConfig, S3Config
+from s3ray.serving import BadRequest
 
 log = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -36,45 +38,82 @@ class ChatRequest:
     temperature: float
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate an OpenAI chat-completions body; ValueError with the reason if it is malformed."""
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def parse_chat_request(body: Any, model_name: str | None = None) -> ChatRequest:
+    """Validate an OpenAI chat-completions body; BadRequest with the reason if it is malformed.
+
+    ``stream: true`` is refused (this server answers whole completions only). A well-formed request for
+    a ``model`` other than ``model_name`` (when given) is a 404, as on OpenAI's API.
+    """
     if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
+        raise BadRequest("the body must be a JSON object")
+    if body.get("stream", False) is not False:
+        raise BadRequest("'stream' is not supported by this server: send \"stream\": false (or leave it out)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
-    for m in messages:
+        raise BadRequest("'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError("each message needs a string 'role' and a string 'content'")
+            raise BadRequest("each message needs a string 'role' and a string 'content'")
+        if m["role"] not in ROLES:
+            raise BadRequest(f"messages[{i}].role is {m['role']!r:.40}; expected one of {', '.join(ROLES)}")
+        serving.check_text(m["content"], f"messages[{i}].content")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ValueError("'max_tokens' must be a positive integer")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 1):
+        raise BadRequest("'max_tokens' must be a positive integer")
     temperature = body.get("temperature", 0.0)
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError("'temperature' must be a number >= 0")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise BadRequest("'temperature' must be a number >= 0")
+    model = body.get("model")
+    if model_name is not None and model is not None and model != model_name:
+        raise BadRequest(f"the model {model!r:.80} does not exist; this server serves {model_name!r}",
+                         status=404, code="model_not_found")
     return ChatRequest([{"role": m["role"], "content": m["content"]} for m in messages], max_tokens,
                        float(temperature))
 
 
-def completion_body(model: str, text: str) -> dict[str, Any]:
+def completion_body(model: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, Any]:
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}]}
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
 
 
 class ReaderBackend:
-    """Answers ``answer_messages`` prompts by extraction (see reader.py); temperature is irrelevant."""
+    """Answers ``answer_messages`` prompts by extraction (see reader.py); temperature is irrelevant.
+
+    The reader has no language-model tokenizer: its ``usage`` counts whitespace-separated words.
+    """
 
     def __init__(self, gen: GeneratorConfig):
         from s3ray.generation.reader import ExtractiveReader
 
         self.reader = ExtractiveReader(gen.model, gen.reader_max_span_words, gen.reader_answer_spans)
 
-    def generate(self, requests: list[ChatRequest]) -> list[str]:
+    @staticmethod
+    def check(request: ChatRequest) -> None:
         from s3ray.generation.prompts import parse_answer_messages
 
-        return self.reader.answer_many([parse_answer_messages(r.messages) for r in requests])
+        try:
+            parse_answer_messages(request.messages)
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+
+    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
+        from s3ray.generation.prompts import parse_answer_messages
+
+        answers = self.reader.answer_many([parse_answer_messages(r.messages) for r in requests])
+        return [Completion(text, sum(len(m["content"].split()) for m in r.messages), len(text.split()))
+                for r, text in zip(requests, answers, strict=True)]
 
 
 class HFBackend:
@@ -94,7 +133,15 @@ class HFBackend:
         dtype = "auto" if gen.dtype == "auto" else getattr(torch, gen.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(gen.model, dtype=dtype).to(device).eval()
 
-    def _generate_group(self, requests: list[ChatRequest], temperature: float) -> list[str]:
+    def check(self, request: ChatRequest) -> None:
+        """The model's chat template must accept the messages (some templates refuse, e.g., two system
+        messages): a template error is the client's to fix, not a 500."""
+        try:
+            self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        except Exception as err:  # jinja2 raises its own TemplateError, or whatever the template raises
+            raise BadRequest(f"the model's chat template refused the messages: {err}") from None
+
+    def _generate_group(self, requests: list[ChatRequest], temperature: float) -> list[Completion]:
         prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
                    for r in requests]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -105,11 +152,14 @@ class HFBackend:
             out = self.model.generate(**batch, max_new_tokens=max(limits), pad_token_id=self.tokenizer.pad_token_id,
                                       **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
-        return [self.tokenizer.decode(tokens[:limit], skip_special_tokens=True).strip()
-                for tokens, limit in zip(new_tokens, limits, strict=True)]
+        prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        pad = self.tokenizer.pad_token_id
+        return [Completion(self.tokenizer.decode(tokens[:limit], skip_special_tokens=True).strip(), n_prompt,
+                           int((tokens[:limit] != pad).sum()))
+                for tokens, limit, n_prompt in zip(new_tokens, limits, prompt_tokens, strict=True)]
 
-    def generate(self, requests: list[ChatRequest]) -> list[str]:
-        replies: list[str | None] = [None] * len(requests)
+    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
+        replies: list[Completion | None] = [None] * len(requests)
         for temperature in sorted({r.temperature for r in requests}):
             idx = [i for i, r in enumerate(requests) if r.temperature == temperature]
             for i, text in zip(idx, self._generate_group([requests[i] for i in idx], temperature), strict=True):
@@ -126,6 +176,8 @@ def _chat_server_class():
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
+    defaults = GeneratorConfig.model_fields  # the batch settings below are replaced from the config at start
+
     @serve.deployment
     class ChatServer:
         def __init__(self, gen_dict: dict):
@@ -134,12 +186,14 @@ def _chat_server_class():
             gen = GeneratorConfig.model_validate(gen_dict)
             set_torch_threads(gen.torch_threads)
             self.model_name = gen.served_model_name or gen.model
+            self.max_body_bytes = gen.max_body_bytes
             self.backend = _BACKENDS[gen.backend](gen)
             self.generate_batch.set_max_batch_size(gen.max_batch_size)
             self.generate_batch.set_batch_wait_timeout_s(gen.batch_wait_s)
 
-        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-        async def generate_batch(self, requests: list[ChatRequest]) -> list[str]:
+        @serve.batch(max_batch_size=defaults["max_batch_size"].default,
+                     batch_wait_timeout_s=defaults["batch_wait_s"].default)
+        async def generate_batch(self, requests: list[ChatRequest]) -> list[Completion]:
             # In a thread: the replica keeps accepting requests (the next batch) while this one runs.
             return await asyncio.to_thread(self.backend.generate, requests)
 
@@ -152,12 +206,15 @@ def _chat_server_class():
                                                                  "owned_by": "s3ray"}]})
             if request.method == "POST" and path == "/v1/chat/completions":
                 try:
-                    chat = parse_chat_request(await request.json())
-                except ValueError as err:
-                    return JSONResponse({"error": {"message": str(err), "type": "invalid_request_error"}},
-                                        status_code=400)
-                return JSONResponse(completion_body(self.model_name, await self.generate_batch(chat)))
-            return JSONResponse({"error": {"message": f"no route {request.method} {path}"}}, status_code=404)
+                    chat = parse_chat_request(await serving.read_json(request, self.max_body_bytes),
+                                              self.model_name)
+                    self.backend.check(chat)
+                except BadRequest as err:
+                    return serving.error_response(err)
+                reply = await self.generate_batch(chat)
+                return JSONResponse(completion_body(self.model_name, reply.text, reply.prompt_tokens,
+                                                    reply.completion_tokens))
+            return serving.error_response(BadRequest(f"no route {request.method} {path}", status=404))
 
     return ChatServer
 
@@ -191,24 +248,7 @@ def build_app(cfg: S3Config):
     return server.bind(gen.model_dump(mode="json"))
 
 
-def app_builder(args: dict) -> Any:
-    """Entry for ``serve run serve_configs/generator_*.yaml``: args ``config`` (preset) and ``overrides``."""
-    return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
-
-
-def wait_healthy(base_url: str, timeout_s: float = 300.0) -> None:
-    """Poll ``<base_url>/models`` until the endpoint answers 200."""
-    deadline, last = time.monotonic() + timeout_s, ""
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{base_url.rstrip('/')}/models", timeout=10)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
-        except httpx.TransportError as err:
-            last = str(err)
-        time.sleep(0.5)
-    raise TimeoutError(f"generator at {base_url} not healthy after {timeout_s:.0f}s: {last}")
+app_builder = serving.app_builder(build_app)
 
 
 def deploy(cfg: S3Config) -> str:
@@ -217,20 +257,12 @@ def deploy(cfg: S3Config) -> str:
     if gen.backend == "openai":
         log.info("generator: external endpoint %s, nothing to deploy", gen.base_url)
         return gen.base_url
-    from ray import serve
-
-    from s3ray.serving import ensure_serve
-
-    ensure_serve(cfg)
-    serve.run(build_app(cfg), name=gen.app_name, route_prefix=gen.route_prefix, blocking=False)
-    wait_healthy(gen.base_url)
+    serving.deploy_app(cfg, build_app(cfg), name=gen.app_name, route_prefix=gen.route_prefix,
+                       health_url=f"{gen.base_url.rstrip('/')}/models")
     log.info("generator %s (%s) ready at %s", gen.app_name, gen.backend, gen.base_url)
     return gen.base_url
 
 
 def serve_forever(cfg: S3Config) -> None:
-    """Deploy, then keep the driver alive (Ctrl-C to stop; the app stays up in a Ray cluster)."""
-    url = deploy(cfg)
-    print(f"generator: {url}", flush=True)
-    while True:
-        time.sleep(3600)
+    """``s3ray serve-generator``: deploy, then run until Ctrl-C."""
+    serving.serve_forever(cfg, "generator", deploy)

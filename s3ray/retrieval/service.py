@@ -19,14 +19,14 @@ meanwhile, and searches never overlap.
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations (``Request``) in the
 # Serve replica, where string annotations of this cloudpickled class could not be resolved.
 import asyncio
-import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from s3ray.config import S3Config, config_from_dict, load_config
+from s3ray import serving
+from s3ray.config import RetrieverConfig, S3Config, config_from_dict
+from s3ray.serving import BadRequest
 from s3ray.types import Doc
 
 log = logging.getLogger(__name__)
@@ -39,26 +39,30 @@ class RetrieveRequest:
     return_scores: bool
 
 
-def parse_retrieve_request(body: Any, *, max_topk: int, max_queries: int, default_topk: int) -> RetrieveRequest:
-    """Validate a ``/retrieve`` body; ValueError with a message fit for the client if it is malformed."""
+def parse_retrieve_request(body: Any, *, max_topk: int, max_queries: int, default_topk: int,
+                           max_query_chars: int | None = None) -> RetrieveRequest:
+    """Validate a ``/retrieve`` body; BadRequest with a message fit for the client if it is malformed."""
     if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object like {\"queries\": [\"...\"], \"topk\": 3}")
+        raise BadRequest("the body must be a JSON object like {\"queries\": [\"...\"], \"topk\": 3}")
     queries = body.get("queries")
     if not isinstance(queries, list) or not queries:
-        raise ValueError("'queries' must be a non-empty list of strings")
+        raise BadRequest("'queries' must be a non-empty list of strings")
     if len(queries) > max_queries:
-        raise ValueError(f"too many queries: {len(queries)} > {max_queries} per request (split the list)")
+        raise BadRequest(f"too many queries: {len(queries)} > {max_queries} per request (split the list)")
     for i, query in enumerate(queries):
         if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"queries[{i}] must be a non-empty string, got {query!r:.80}")
+            raise BadRequest(f"queries[{i}] must be a non-empty string, got {query!r:.80}")
+        if max_query_chars is not None and len(query) > max_query_chars:
+            raise BadRequest(f"queries[{i}] has {len(query)} characters; the limit is {max_query_chars}")
+        serving.check_text(query, f"queries[{i}]")
     topk = body.get("topk")
     if topk is None:
         topk = default_topk
     if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= max_topk:
-        raise ValueError(f"'topk' must be an integer in 1..{max_topk}, got {topk!r:.40}")
+        raise BadRequest(f"'topk' must be an integer in 1..{max_topk}, got {topk!r:.40}")
     return_scores = body.get("return_scores", False)
     if not isinstance(return_scores, bool):
-        raise ValueError("'return_scores' must be true or false")
+        raise BadRequest("'return_scores' must be true or false")
     return RetrieveRequest(queries, topk, return_scores)
 
 
@@ -70,19 +74,6 @@ def response_body(results: list[list[Doc]], return_scores: bool) -> dict[str, An
     if return_scores:
         return {"result": [[{"document": document(d), "score": d.score} for d in docs] for docs in results]}
     return {"result": [[document(d) for d in docs] for docs in results]}
-
-
-def _json(body: dict[str, Any]):
-    """The body serialised once by ``json`` (FastAPI's generic encoder walks every nested field first)."""
-    from starlette.responses import Response
-
-    return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
-
-
-def _error(status: int, message: str):
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
 
 
 class _PrefixRoot:
@@ -107,9 +98,11 @@ def _retriever_class():
     """The Serve deployment class (built lazily so importing this module does not import Ray Serve)."""
     from fastapi import FastAPI, Request
     from ray import serve
+    from starlette.responses import JSONResponse
 
     from s3ray.retrieval.searchers import load_searcher
 
+    defaults = RetrieverConfig.model_fields  # the batch settings below are replaced from the config at start
     api = FastAPI(title="s3ray retriever")
     api.add_middleware(_PrefixRoot)
 
@@ -129,7 +122,8 @@ def _retriever_class():
             self.search_batch.set_max_batch_size(cfg.retriever.encoder_max_batch_size)
             self.search_batch.set_batch_wait_timeout_s(cfg.retriever.encoder_batch_wait_s)
 
-        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+        @serve.batch(max_batch_size=defaults["encoder_max_batch_size"].default,
+                     batch_wait_timeout_s=defaults["encoder_batch_wait_s"].default)
         async def search_batch(self, items: list[tuple[str, int]]) -> list[list[Doc]]:
             # One encoder pass and one index search for every query waiting, at the largest k asked.
             k = max(k for _, k in items)
@@ -149,16 +143,14 @@ def _retriever_class():
         @api.post("/")
         async def retrieve(self, request: Request):
             try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                return _error(400, f"the body is not valid JSON: {err}")
-            try:
-                req = parse_retrieve_request(body, max_topk=self.retriever.max_topk,
-                                             max_queries=self.retriever.max_queries,
-                                             default_topk=self.retriever.default_topk)
-            except ValueError as err:
-                return _error(400, str(err))
-            return _json(response_body(await self.search(req.queries, req.topk), req.return_scores))
+                r = self.retriever
+                req = parse_retrieve_request(await serving.read_json(request, r.max_body_bytes),
+                                             max_topk=r.max_topk, max_queries=r.max_queries,
+                                             default_topk=r.default_topk, max_query_chars=r.max_query_chars)
+            except BadRequest as err:
+                return serving.error_response(err)
+            # Serialised once by json (a returned dict would go through FastAPI's field-by-field encoder).
+            return JSONResponse(response_body(await self.search(req.queries, req.topk), req.return_scores))
 
     return Retriever
 
@@ -174,40 +166,18 @@ def build_app(cfg: S3Config):
     return server.bind(cfg.model_dump(mode="json"))
 
 
-def app_builder(args: dict) -> Any:
-    """Entry for ``serve run serve_configs/retriever.yaml``: args ``config`` (preset) and ``overrides``."""
-    return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
-
-
-def wait_healthy(url: str, timeout_s: float = 300.0) -> None:
-    """Poll ``<url>/health`` until the retriever answers."""
-    from s3ray.retrieval.client import RetrieverClient
-
-    client, deadline = RetrieverClient(url, timeout_s=10.0, retries=0), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if client.health():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"retriever at {url} not healthy after {timeout_s:.0f}s")
+app_builder = serving.app_builder(build_app)
 
 
 def deploy(cfg: S3Config) -> str:
     """Deploy the retriever app on the Serve proxy at ``serve.host:serve.port``; return its URL once healthy."""
-    from ray import serve
-
-    from s3ray.serving import ensure_serve
-
-    ensure_serve(cfg)
-    serve.run(build_app(cfg), name=cfg.retriever.app_name, route_prefix=cfg.retriever.route_prefix,
-              blocking=False)
-    wait_healthy(cfg.retriever.url)
-    log.info("retriever %s (%s) ready at %s", cfg.retriever.app_name, cfg.retriever.backend, cfg.retriever.url)
-    return cfg.retriever.url
+    r = cfg.retriever
+    serving.deploy_app(cfg, build_app(cfg), name=r.app_name, route_prefix=r.route_prefix,
+                       health_url=f"{r.url}/health")
+    log.info("retriever %s (%s) ready at %s", r.app_name, r.backend, r.url)
+    return r.url
 
 
 def serve_forever(cfg: S3Config) -> None:
-    """Deploy, then keep the driver alive (Ctrl-C to stop; the app stays up in a Ray cluster)."""
-    url = deploy(cfg)
-    print(f"retriever: {url}", flush=True)
-    while True:
-        time.sleep(3600)
+    """``s3ray serve-retriever``: deploy, then run until Ctrl-C."""
+    serving.serve_forever(cfg, "retriever", deploy)

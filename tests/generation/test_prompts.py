@@ -36,6 +36,15 @@ def test_parse_answer_messages_rejects_bad_input():
         prompts.parse_answer_messages(bad)
 
 
+def test_parse_answer_messages_reads_documents_of_another_template():
+    other = [{"role": "system", "content": "Passages:\nThe band first played in Tulsa.\n\nParis is the capital."},
+             {"role": "user", "content": "Where did the band first play?"}]
+    question, docs = prompts.parse_answer_messages(other)
+    assert question == "Where did the band first play?"
+    assert [d.text for d in docs] == ["Passages:", "The band first played in Tulsa.", "Paris is the capital."]
+    assert prompts.parse_answer_messages(prompts.cot_messages("Q?")) == ("Q?", [])  # context-free: no docs
+
+
 def test_zero_shot_and_cot():
     zs = prompts.zero_shot_messages("Q?")
     assert zs[-1]["content"] == "Q?" and "contexts" not in zs[0]["content"]

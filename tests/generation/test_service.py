@@ -1,5 +1,6 @@
 """The generator service: request validation, the hf backend, serve configs, the Serve app over HTTP."""
 
+import json
 from pathlib import Path
 
 import httpx
@@ -8,7 +9,8 @@ import yaml
 
 from s3ray.config import GeneratorConfig
 from s3ray.generation import prompts
-from s3ray.generation.service import ChatRequest, HFBackend, app_builder, parse_chat_request
+from s3ray.generation.service import ChatRequest, HFBackend, ReaderBackend, app_builder, parse_chat_request
+from s3ray.serving import BadRequest
 from s3ray.types import Doc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,31 @@ def test_parse_chat_request():
             parse_chat_request(bad)
 
 
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({"messages": [{"role": "wizard", "content": "x"}]}, 400, r"messages\[0\]\.role .*system, user, assistant"),
+    ({"messages": [*USER, {"role": "user", "content": "a\ud800"}]}, 400, r"messages\[1\]\.content .*surrogate"),
+    ({"model": "gpt-4o", "messages": USER}, 404, "does not exist"),
+    ({"model": "m", "messages": USER, "stream": True}, 400, "'stream' is not supported"),
+    ({"messages": USER, "max_tokens": True}, 400, "max_tokens"),
+])
+def test_parse_chat_request_refuses_what_it_cannot_serve(body, status, reason):
+    with pytest.raises(BadRequest, match=reason) as err:
+        parse_chat_request(body, "m")
+    assert err.value.status == status
+    assert parse_chat_request({"model": "m", "messages": USER, "stream": False}, "m").messages == USER
+
+
+def test_reader_check_names_the_expected_prompt_form():
+    bad = [{"role": "system", "content": f"{prompts.CONTEXT_START}\nnot a doc\n{prompts.CONTEXT_END}"}, *USER]
+    with pytest.raises(BadRequest, match=r"Doc i \(Title: T\) text"):
+        ReaderBackend.check(ChatRequest(bad, None, 0.0))
+    with pytest.raises(BadRequest, match="no user message.*Doc i"):
+        ReaderBackend.check(ChatRequest([{"role": "system", "content": "x"}], None, 0.0))
+
+
 def test_hf_backend_greedy_batches_match_single_requests(tiny_model_dir):
     backend = HFBackend(GeneratorConfig(backend="hf", model=str(tiny_model_dir), max_tokens=6))
     short = ChatRequest(prompts.zero_shot_messages("Who?"), None, 0.0)
@@ -34,8 +61,12 @@ def test_hf_backend_greedy_batches_match_single_requests(tiny_model_dir):
     batched = backend.generate([short, long])
     assert batched == [backend.generate([short])[0], backend.generate([long])[0]]  # left padding is right
     assert batched == backend.generate([short, long])  # greedy: deterministic
-    ids = backend.tokenizer(batched[1], add_special_tokens=False)["input_ids"]
+    ids = backend.tokenizer(batched[1].text, add_special_tokens=False)["input_ids"]
     assert len(ids) <= 3 + 1  # its own max_tokens (decode/re-encode may merge or split one token)
+    # usage: the prompt's own tokens (not the batch's padding), at most max_tokens generated
+    prompt = backend.tokenizer.apply_chat_template(long.messages, tokenize=False, add_generation_prompt=True)
+    assert batched[1].prompt_tokens == len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert batched[0].prompt_tokens < batched[1].prompt_tokens and 1 <= batched[1].completion_tokens <= 3
 
 
 @pytest.mark.parametrize("backend", ["reader", "hf", "vllm"])
@@ -86,3 +117,43 @@ def test_reader_app_over_http(session_cfg, ray_cluster):
                              answer_spans=session_cfg.generator.reader_answer_spans)
     assert replies == local.answer_many([(q, docs) for q in questions])  # same answers, batched or not
     assert "330 metres" in replies[0] and "South America" in replies[1]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("body, status, message", [
+    ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content"),
+    ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "'stream' is not supported"),
+    ({"messages": [{"role": "system", "content": f"{prompts.CONTEXT_START}\nno doc\n{prompts.CONTEXT_END}"},
+                   {"role": "user", "content": "x"}]}, 400, "Doc i (Title: T) text"),
+    ({"messages": [{"role": "user", "content": "x" * (1 << 20)}]}, 413, "limit"),
+])
+def test_reader_app_refuses_bad_input_and_stays_healthy(services, body, status, message):
+    base_url = services.generator.base_url
+    # json.dumps keeps "\ud800" as an escape, as a client sending a lone surrogate would
+    response = httpx.post(f"{base_url}/chat/completions", content=json.dumps(body),
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error["message"] and error["type"] == "invalid_request_error"
+    if status == 404:
+        assert error["code"] == "model_not_found"
+    assert httpx.get(f"{base_url}/models", timeout=10).status_code == 200
+
+
+@pytest.mark.ray
+def test_reader_app_reads_another_prompt_template_and_reports_usage(services):
+    base_url = services.generator.base_url
+    messages = [{"role": "system", "content": "Answer from these passages.\n"
+                                              "The Eiffel Tower is 330 metres tall.\n"
+                                              "The Amazon River flows through South America."},
+                {"role": "user", "content": "How tall is the Eiffel Tower?"}]
+    body = httpx.post(f"{base_url}/chat/completions", json={"model": services.generator.model,
+                                                              "messages": messages}, timeout=60).json()
+    answer = body["choices"][0]["message"]["content"]
+    assert "330 metres" in answer
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == sum(len(m["content"].split()) for m in messages)
+    assert usage["completion_tokens"] == len(answer.split()) > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]

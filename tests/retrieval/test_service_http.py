@@ -63,6 +63,32 @@ def test_bad_input_is_a_4xx_with_a_message(url, content, message):
     assert message in response.json()["error"]["message"]
 
 
+def test_lone_surrogate_is_a_400_and_the_replica_stays_healthy(url):
+    response = httpx.post(url, content='{"queries": ["ok", "\\ud800"]}',
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400 and "queries[1]" in response.json()["error"]["message"]
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    assert len(RetrieverClient(url).search(["Tinted Windows"], 2)[0]) == 2
+
+
+def test_query_length_and_body_size_are_capped(url, services):
+    r = services.retriever
+    long_query = httpx.post(url, json={"queries": ["x" * (r.max_query_chars + 1)]}, timeout=30)
+    assert long_query.status_code == 400
+    assert f"the limit is {r.max_query_chars}" in long_query.json()["error"]["message"]
+    huge = json.dumps({"queries": ["y" * (r.max_body_bytes + 1)]}).encode()
+    declared = httpx.post(url, content=huge, headers={"content-type": "application/json"}, timeout=30)
+    assert declared.status_code == 413 and str(r.max_body_bytes) in declared.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for i in range(0, len(huge), 65536):
+            yield huge[i:i + 65536]
+
+    streamed = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    assert streamed.status_code == 413
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
 def test_too_many_queries_is_a_4xx(url, services):
     limit = services.retriever.max_queries
     response = httpx.post(url, json={"queries": ["q"] * (limit + 1)}, timeout=30)

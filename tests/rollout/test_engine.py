@@ -168,6 +168,6 @@ def test_heuristic_engine_writes_the_rule_based_turns(engine):
                                  SamplingParams(greedy=True)))
     ep.check()
     assert [t["action"] for t in ep.turns] == ["search", "complete"] and ep.finish == "complete"
-    assert ep.queries == ["Steven Spielberg"] and set(ep.logprobs) == {0.0}
+    assert ep.queries == ["who is Steven Spielberg"] and set(ep.logprobs) == {0.0}
     assert ep.response_ids[len(ep.response_ids) - 1] == engine.tokenizer.eos_token_id
-    assert ep.turns[1]["ids"] == [1, 2] and ep.context[0].id == "Steven-Spielberg-1"
+    assert ep.turns[1]["ids"] == [1, 2] and ep.context[0].id == "who-is-Steven-Spielberg-1"
