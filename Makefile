@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo test test-all test-gpu check-vllm-api bench lint clean
+.PHONY: install demo test test-all test-gpu gpu-check check-vllm-api bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test-all: install
 
 test-gpu: install
 	$(BIN)/python -m pytest -m gpu $(ARGS)
+
+# The trainer's GPU path on one GPU with only torch + transformers (no venv, no Ray/vLLM): FSDP mixed
+# precision, chunked log-probs at a 152k vocabulary, HFEngine vs trainer log-probs. PASS/FAIL lines.
+# On a machine without a GPU: make gpu-check ARGS="--device cpu --small".
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) tests/gpu/gpu_check.py $(ARGS)
 
 # Optional, not in CI: every vLLM name and parameter the rollout engine and weight sync use, checked
 # against vLLM 0.29.0 (the installed vllm's live objects, else the source of its downloaded wheel).

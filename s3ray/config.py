@@ -270,7 +270,7 @@ class TinyModelConfig(Section):
 
 class LoraConfig(Section):
     enabled: bool = False
-    r: int = 16
+    r: int = Field(16, ge=1)
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -279,6 +279,8 @@ class LoraConfig(Section):
 class PolicyConfig(Section):
     model: str | None = None  # None: the tiny model built at <work_dir>/models/tiny
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    # The compute dtype. Under train.strategy=fsdp the trained models keep fp32 master weights and
+    # compute in this dtype (FSDP MixedPrecision); the reference and the rollout engines hold it as is.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     gradient_checkpointing: bool = False
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -306,17 +308,17 @@ class WarmStartConfig(Section):
     # bridge: queries entities the turn-0 docs name (multi-hop data); format: a random such entity, so
     # the warm start teaches the tag format and query form only (see s3ray/agent/heuristic.py)
     teacher: Literal["bridge", "format"] = "bridge"
-    epochs: int = 2
-    num_questions: int = 256
+    epochs: int = Field(2, ge=1)
+    num_questions: int = Field(256, ge=1)
     lr: float = 1e-3
-    batch_size: int = 8
+    batch_size: int = Field(8, ge=1)
 
 
 class TrainConfig(Section):
     algorithm: Literal["ppo", "grpo"] = "ppo"
-    steps: int = 20
-    batch_size: int = 120  # questions per step
-    grpo_group_size: int = 5
+    steps: int = Field(20, ge=1)
+    batch_size: int = Field(120, ge=1)  # questions per step
+    grpo_group_size: int = Field(5, ge=1)
     actor_lr: float = 1e-6
     critic_lr: float = 1e-5
     warmup_ratio: float = 0.0
@@ -326,22 +328,49 @@ class TrainConfig(Section):
     value_clip: float = 0.5
     entropy_coef: float = 0.001
     kl_coef: float = 0.001
-    ppo_epochs: int = 1
-    mini_batch_size: int = 30
-    micro_batch_size: int = 15
+    ppo_epochs: int = Field(1, ge=1)
+    mini_batch_size: int = Field(30, ge=1)  # episodes per optimiser step, over all ranks
+    micro_batch_size: int = Field(15, ge=1)  # episodes per forward/backward on one rank
+    logprob_chunk_tokens: int = Field(4096, ge=1)  # rows x positions whose full-vocabulary logits exist at once
     grad_clip: float = 1.0
     whiten_advantages: bool = True
     critic_sees_observations: bool = False
-    num_workers: int = 1  # Ray Train workers; 0 runs the loop in-process (local mode, fast tests)
+    num_workers: int = Field(1, ge=0)  # Ray Train workers; 0 runs the loop in-process (local mode, fast tests)
     cpus_per_worker: float = 1.0
     use_gpu: bool = False  # one GPU per worker
+    # fsdp: fp32 master weights sharded per decoder layer, compute in policy.dtype (mixed precision);
+    # ddp: a full replica per rank, in policy.dtype.
     strategy: Literal["ddp", "fsdp"] = "ddp"
-    checkpoint_every: int = 5  # steps; the last step is always checkpointed
-    checkpoints_to_keep: int = 2
+    checkpoint_every: int = Field(5, ge=1)  # steps; the last step is always checkpointed
+    checkpoints_to_keep: int = Field(2, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> TrainConfig:
+        """Fail before any work on batch shapes the ranks cannot share evenly."""
+        world = max(self.num_workers, 1)
+        if self.batch_size % world:
+            raise ValueError(f"train.batch_size={self.batch_size} must be divisible by train.num_workers={world}: "
+                             "each rank trains on an equal share of the questions")
+        if self.algorithm == "grpo" and self.grpo_group_size < 2:
+            raise ValueError("GRPO needs train.grpo_group_size >= 2 (a group of one has no baseline)")
+        return self
+
+    @property
+    def samples_per_question(self) -> int:
+        return self.grpo_group_size if self.algorithm == "grpo" else 1
+
+    @property
+    def export_dir(self) -> Path:
+        """The trained policy in Hugging Face format (what inference loads by default)."""
+        return Path(self.dir) / "export"
+
+    @property
+    def reward_curve_path(self) -> Path:
+        return Path(self.dir) / "reward_curve.png"
 
 
 # --------------------------------------------------------------------------------------------

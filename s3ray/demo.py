@@ -215,7 +215,7 @@ def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, timeout_s: int)
 
 def _summary(cfg: S3Config, cluster_url: str, timings: dict[str, float]) -> str:
     table = cfg.evaluation.dir / "table.md"
-    curve = cfg.train.dir / "reward_curve.png"
+    curve = cfg.train.reward_curve_path
     lines = ["", "=" * 72, "s3ray demo finished", "=" * 72]
     lines += [f"  {stage:<11} {seconds:7.1f} s" for stage, seconds in timings.items()]
     lines += [f"  {'total':<11} {sum(timings.values()):7.1f} s", ""]

@@ -30,20 +30,41 @@ def configure(cfg: S3Config) -> None:
     mlflow.set_experiment(cfg.tracking.experiment)
 
 
+def run_name(cfg: S3Config, stage: str) -> str:
+    """The MLflow run name of a stage (and the Ray Train run name of ``train``, which keys its resume)."""
+    return f"{cfg.tracking.run_name or cfg.name}-{stage}"
+
+
+def ray_job_tags() -> dict[str, str]:
+    """The Ray job this process runs in (set in a submitted job's driver; pass it on to workers)."""
+    job = os.environ.get(_RAY_JOB_ENV)
+    return {"ray.job_submission_id": job} if job else {}
+
+
 @contextlib.contextmanager
-def start_run(cfg: S3Config, stage: str, run_name: str | None = None,
-              tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """An MLflow run for one stage, holding the resolved config as params and as a YAML artifact."""
+def start_run(cfg: S3Config, stage: str, tags: dict[str, str] | None = None,
+              run_id: str | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage, holding the resolved config as params and as a YAML artifact.
+    With ``run_id`` the existing run continues (a resumed training run), without logging the config again."""
     import mlflow
 
     configure(cfg)
-    name = run_name or cfg.tracking.run_name or f"{cfg.name}-{stage}"
-    all_tags = {"s3ray.stage": stage, "s3ray.config": cfg.name, **(tags or {})}
-    if os.environ.get(_RAY_JOB_ENV):
-        all_tags["ray.job_submission_id"] = os.environ[_RAY_JOB_ENV]
-    with mlflow.start_run(run_name=name, tags=all_tags) as run:
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+        return
+    all_tags = {"s3ray.stage": stage, "s3ray.config": cfg.name, **ray_job_tags(), **(tags or {})}
+    with mlflow.start_run(run_name=run_name(cfg, stage), tags=all_tags) as run:
         log_config(cfg)
         yield run
+
+
+def metric_history(run_id: str, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """``name -> [(step, value), ...]`` sorted by step, for the given metrics of a run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name)) for name in names}
 
 
 def log_config(cfg: S3Config) -> None:

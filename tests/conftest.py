@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import ray
 
 from s3ray.config import S3Config, load_config
 
@@ -81,7 +82,6 @@ def tiny_model_dir(session_cfg) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster(session_cfg):
-    ray = pytest.importorskip("ray")
     from s3ray.cluster import init_ray
 
     init_ray(session_cfg)

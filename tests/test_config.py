@@ -103,3 +103,21 @@ def test_override_text_that_looks_like_a_mapping_stays_a_string():
     assert parse_override("a.b=x: [") == (["a", "b"], "x: [")
     cfg = load_config("test", ["encoder.query_prefix=query: ", "encoder.passage_prefix=passage: "])
     assert (cfg.encoder.query_prefix, cfg.encoder.passage_prefix) == ("query: ", "passage: ")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["train.num_workers=4", "train.batch_size=6"], "divisible"),
+    (["train.algorithm=grpo", "train.grpo_group_size=1"], "grpo_group_size >= 2"),
+    (["train.micro_batch_size=0"], "greater than or equal to 1"),
+])
+def test_train_shapes_are_checked_when_the_config_is_built(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, overrides)
+
+
+def test_train_paths_and_sample_counts_come_from_the_config(tmp_path):
+    cfg = load_config(None, [f"paths.work_dir={tmp_path}", "train.algorithm=grpo", "train.grpo_group_size=4"])
+    assert cfg.train.samples_per_question == 4
+    assert cfg.train.export_dir == tmp_path / "train" / "export"
+    assert cfg.train.reward_curve_path == tmp_path / "train" / "reward_curve.png"
+    assert load_config(None, ["train.algorithm=ppo"]).train.samples_per_question == 1

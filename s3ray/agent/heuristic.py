@@ -1,21 +1,23 @@
 """Rule-based searchers, the teachers of the tiny model's supervised warm start.
 
 A teacher reads the episode so far (the decoded text after the prompt's sentinel) and writes the next
-turn. Both teachers search for *entities named in the documents*, never for the question again: a
-query built from the question's own words finds naive RAG's documents a second time, and a model
-warm-started on such queries learns to copy naive RAG.
+turn. Neither one just repeats naive RAG: a search for the question's own words that then selects the
+top results finds naive RAG's documents a second time, and a model warm-started on it learns to copy
+naive RAG.
 
-``bridge`` (HotpotQA and other multi-hop data): a bridge question names one entity and asks about a
-second one that only the first entity's passage names ("the director of film X was born where?"). So:
+``bridge`` (HotpotQA and other multi-hop data):
 
-1. candidates are the capitalised phrases in the texts of the turn-0 docs, best-ranked doc first, and
-   within a doc multi-word names before single words, each in reading order; without the phrases the question already names and without the docs' own titles
-   (a title's passage is already there);
-2. each search turn queries the next candidate, up to ``max_turns`` searches;
-3. after a search it selects the new docs of the result block whose title shares a word with the
-   query (the candidate's own passage), at most ``select_cap``, and searches on or stops.
+1. the first search is the question itself, at ``search_k`` > k: it selects the new docs in rank order
+   (the ones naive RAG's k cut off), at most ``select_cap``;
+2. the next searches name the *entities the turn-0 docs name* ("who is Shirley Temple"): a bridge
+   question names one entity and asks about a second one that only the first one's passage names.
+   Candidates are the capitalised phrases in the texts of the turn-0 docs, best-ranked doc first, and
+   within a doc multi-word names before single words, each in reading order; without the phrases the
+   question already names and without the docs' own titles (their passages are already there). After
+   such a search it selects the new docs whose title shares a word with the query;
+3. it stops when its ``max_turns`` searches are spent or nothing is left to search.
 
-``format`` (the learning check): the same turns, but each query names a candidate drawn at random
+``format`` (the learning check): one search, naming an entity of the best-ranked doc drawn at random
 (seeded by the question), and the selection is the top result. It teaches the tag format and the query
 form, not which entity to name: that is left for RL to discover.
 
@@ -117,11 +119,13 @@ def _selection(ids: list[int] | None) -> str:
     return "" if ids is None else f"<important_info>{json.dumps(ids)}</important_info>\n"
 
 
-def select_new(block: list[tuple[str, str]], seen_titles: set[str], query: str, cap: int | None) -> list[int]:
-    """1-based ids of the block's docs not seen before whose title shares a word with the query."""
-    wanted = set(keywords(query))
+def select_new(block: list[tuple[str, str]], seen_titles: set[str], query: str | None,
+               cap: int | None) -> list[int]:
+    """1-based ids of the block's docs not seen before, in rank order; with a ``query``, only those
+    whose title shares a word with it (the passage of the entity it names)."""
+    wanted = set(keywords(query)) if query is not None else None
     chosen = [i for i, (title, _) in enumerate(block, start=1)
-              if title.lower() not in seen_titles and wanted & set(keywords(title))]
+              if title.lower() not in seen_titles and (wanted is None or wanted & set(keywords(title)))]
     return chosen[:cap]
 
 
@@ -132,6 +136,8 @@ def _rng(question: str) -> random.Random:
 def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "bridge") -> str:
     """The next turn for an episode whose decoded text (prompt and turns so far) is ``episode_text``."""
     _, found, loop_text = episode_text.partition(SENTINEL)
+    if teacher not in ("bridge", "format"):
+        raise ValueError(f"unknown warm-start teacher {teacher!r}; known: bridge, format")
     if not found:
         raise ValueError("the episode text does not contain the searcher prompt's sentinel line")
     question = _QUESTION.search(loop_text)
@@ -139,20 +145,23 @@ def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "brid
         raise ValueError("the episode text has no <question> after the sentinel")
     question_text = question.group(1).strip()
     blocks = information_blocks(loop_text)
-    queries = past_queries(loop_text)
-    candidates = candidate_entities(blocks[0] if blocks else [], question_text)
-    if teacher == "format":
-        _rng(question_text).shuffle(candidates)
-    elif teacher != "bridge":
-        raise ValueError(f"unknown warm-start teacher {teacher!r}; known: bridge, format")
+    issued = past_queries(loop_text)
+    initial = blocks[0] if blocks else []
+    if teacher == "format":  # one search, naming a random entity of the best-ranked doc
+        entities = candidate_entities(initial[:1], question_text)
+        plan = [entity_query(e) for e in _rng(question_text).sample(entities, min(1, len(entities)))]
+    else:  # the question itself (for the docs naive RAG's k cut off), then the entities it names
+        plan = [question_text] + [entity_query(e) for e in candidate_entities(initial, question_text)]
     ids = None
-    if len(blocks) > 1 and queries:  # after a search: select from its results
+    if len(blocks) > 1 and issued:  # after a search: select from its results
         seen = {title.lower() for block in blocks[:-1] for title, _ in block}
-        ids = [1] if teacher == "format" else select_new(blocks[-1], seen, queries[-1], cfg.select_cap)
+        if teacher == "format":
+            ids = [1]
+        else:
+            ids = select_new(blocks[-1], seen, None if issued[-1] == question_text else issued[-1],
+                             cfg.select_cap)
     searches_left = cfg.max_turns + (1 if cfg.seed_extra_turn else 0) - (len(blocks) - 1)
-    remaining = [c for c in candidates if entity_query(c) not in queries]
-    if teacher == "format" and queries:
-        remaining = []  # one search: the query is the only thing it teaches
+    remaining = [q for q in plan if q not in issued]
     if searches_left > 0 and remaining:
-        return query_turn(entity_query(remaining[0]), ids)
+        return query_turn(remaining[0], ids)
     return complete_turn(ids)

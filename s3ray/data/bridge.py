@@ -2,13 +2,16 @@
 
 Every question is a bridge question, "In which city was the founder of <Company> born?":
 
-- the company's passage (title: the company) names its founder among other entities (its
-  headquarters city, a partner company, a product), in a shuffled sentence order;
+- the company's passage (title: the company) is one sentence naming its founder among other
+  entities (its headquarters city, a partner company, a product), in a shuffled order;
 - the founder's passage (title: the founder) says where the founder was born, and never names the
-  company.
+  company; passages of people who founded nothing read the same.
+
+One-sentence company passages keep the generator (the extractive reader answers with its best few
+sentences) from filling its answer with sentences about the company alone.
 
 Naive RAG retrieves the company's passage (and passages of its partners), never the founder's, so it
-cannot answer by construction: the birth city appears only in the founder's passage. A searcher that
+cannot answer by construction: the company's passage never names the founder's birth city. A searcher that
 reads the company's passage and queries the founder's name finds it. Which name to query is the one
 thing the searcher must learn; every candidate name it could copy from the initial docs is equally
 well-formed.
@@ -57,6 +60,11 @@ def _passage(pid: str, title: str, sentences: list[str]) -> dict:
     return {"id": pid, "contents": f'"{title}"\n' + " ".join(sentences)}
 
 
+def _person(pid: str, name: str, city: str, role: str, rng: random.Random) -> dict:
+    return _passage(pid, name, [f"{name}, {role}, was born in the city of {city}.",
+                                f"{name} studied {rng.choice(_FIELDS)}."])
+
+
 def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int = 300,
                seed: int = 0) -> BridgeWorld:
     """Companies with founders, the founders' passages, and passages of people who founded nothing."""
@@ -75,21 +83,17 @@ def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int
     for i, (company, founder, product) in enumerate(zip(companies, founders, products, strict=True)):
         hq = rng.choice([c for c in cities if c != birth[founder]])
         partner = companies[(i + 1 + rng.randrange(num_companies - 1)) % num_companies]
-        facts = [f"{company} was founded by {founder}.", f"It is headquartered in {hq}.",
-                 f"{company} works with {partner}.", f"Its best known product is the {product}."]
-        rng.shuffle(facts)
+        clauses = [f"founded by {founder}", f"headquartered in {hq}", f"working with {partner}",
+                   f"known for the {product}"]
+        rng.shuffle(clauses)
         company_id, founder_id = f"bw-c{i:05d}", f"bw-f{i:05d}"
-        corpus.append(_passage(company_id, company, [f"{company} is a company."] + facts))
-        corpus.append(_passage(founder_id, founder, [
-            f"{founder} is a {rng.choice(_JOBS)}.", f"{founder} was born in {birth[founder]}.",
-            f"{founder} studied {rng.choice(_FIELDS)}."]))
+        corpus.append(_passage(company_id, company, [f"{company} is a company {', '.join(clauses)}."]))
+        corpus.append(_person(founder_id, founder, birth[founder], "a company founder", rng))
         questions.append({"id": f"bridge-{i:05d}", "question": QUESTION.format(company=company),
                           "golden_answers": [birth[founder]], "type": "bridge",
                           "supporting_passage_ids": [company_id, founder_id]})
     for j, person in enumerate(others):
-        corpus.append(_passage(f"bw-p{j:05d}", person, [
-            f"{person} is a {rng.choice(_JOBS)}.", f"{person} was born in {birth[person]}.",
-            f"{person} studied {rng.choice(_FIELDS)}."]))
+        corpus.append(_person(f"bw-p{j:05d}", person, birth[person], f"a {rng.choice(_JOBS)}", rng))
     rng.shuffle(corpus)
     return BridgeWorld(corpus, questions)
 

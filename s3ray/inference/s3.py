@@ -33,7 +33,7 @@ def searcher_checkpoint(cfg: S3Config) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"inference.searcher_checkpoint {path} does not exist")
         return path
-    export = cfg.train.dir / "export"
+    export = cfg.train.export_dir
     if export.exists():
         return export
     fallback = cfg.policy_model_dir

@@ -22,13 +22,22 @@ KL to the reference policy is a reward-side penalty, as in the paper's run (``us
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+
+# "mean": over the masked positions of the given tensors; "sum": the caller divides (e.g. by a token
+# count over a whole mini-batch on all ranks, see s3ray.train.update).
+Reduce = Literal["mean", "sum"]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is 1 (0 when the mask is empty)."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _reduce(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce) -> torch.Tensor:
+    return masked_mean(x, mask) if reduce == "mean" else (x * mask).sum()
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,
@@ -110,24 +119,25 @@ def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float =
 
 
 def policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
-                action_mask: torch.Tensor, clip_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO clipped surrogate, token-mean over action tokens. Returns (loss, clip_fraction)."""
+                action_mask: torch.Tensor, clip_ratio: float,
+                reduce: Reduce = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO clipped surrogate over action tokens (token mean, or sum). Returns (loss, clip_fraction)."""
     ratio = torch.exp(logp - logp_old)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
-    loss = masked_mean(torch.maximum(unclipped, clipped), action_mask)
+    loss = _reduce(torch.maximum(unclipped, clipped), action_mask, reduce)
     clip_fraction = masked_mean((clipped > unclipped).float(), action_mask)
     return loss, clip_fraction
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               value_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+               value_clip: float, reduce: Reduce = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss ``0.5 * max((V - R)^2, (V_clip - R)^2)``, with V_clip within ``value_clip``
-    of the value at rollout time. Returns (loss, clip_fraction)."""
+    of the value at rollout time (token mean, or sum). Returns (loss, clip_fraction)."""
     clipped_values = old_values + torch.clamp(values - old_values, -value_clip, value_clip)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
+    loss = 0.5 * _reduce(torch.maximum(unclipped_err, clipped_err), mask, reduce)
     clip_fraction = masked_mean((clipped_err > unclipped_err).float(), mask)
     return loss, clip_fraction
 

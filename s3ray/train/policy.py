@@ -6,15 +6,19 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from s3ray.config import PolicyConfig
 from s3ray.train.batch import TokenBatch
 from s3ray.train.losses import entropy_from_logits
 
+if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+    from s3ray.config import PolicyConfig
+
 log = logging.getLogger(__name__)
+
 
 def _dtype(policy_cfg: PolicyConfig) -> torch.dtype:
     return getattr(torch, policy_cfg.dtype)
@@ -40,11 +44,17 @@ def load_policy(model_dir: Path, policy_cfg: PolicyConfig) -> nn.Module:
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_dtype(policy_cfg))
     if policy_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        _enable_checkpointing(model)
         model.config.use_cache = False
     if policy_cfg.lora.enabled:
         model = _apply_lora(model, policy_cfg)
     return model
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    # Non-reentrant: works under FSDP and with inputs that need no grad (frozen embeddings under LoRA).
+    # Transformers checkpoints only while the module is in train() mode.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def load_reference(model_dir: Path, policy_cfg: PolicyConfig) -> nn.Module:
@@ -77,7 +87,7 @@ class Critic(nn.Module):
 
         backbone = AutoModel.from_pretrained(str(model_dir), dtype=_dtype(policy_cfg))
         if policy_cfg.gradient_checkpointing:
-            backbone.gradient_checkpointing_enable()
+            _enable_checkpointing(backbone)
         if policy_cfg.lora.enabled:
             backbone = _apply_lora(backbone, policy_cfg)
         critic = cls(backbone, backbone.config.hidden_size)
@@ -88,32 +98,72 @@ class Critic(nn.Module):
         return self.value_head(hidden[:, :-1]).squeeze(-1).float()
 
 
+class _TakenTokenHead(nn.Module):
+    """Stands in for the LM head during one forward: hidden states ``[B, T+1, H]`` -> ``[B, T, 1 or 2]``
+    (the log-prob of each target token under ``logits / temperature``, and the entropy if asked).
+
+    The logits exist only ``chunk`` positions at a time, in fp32, and under autograd each chunk is
+    recomputed in backward (checkpointed), so neither pass holds ``[B, T, vocab]``: at a 152k vocabulary
+    that is tens of GB per copy for a micro-batch of long episodes.
+    """
+
+    def __init__(self, head: nn.Module, targets: torch.Tensor, temperature: torch.Tensor, with_entropy: bool,
+                 chunk: int):
+        super().__init__()
+        self.head = head
+        self.targets, self.temperature, self.with_entropy, self.chunk = targets, temperature, with_entropy, chunk
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        width = self.targets.shape[1]
+        parts = []
+        for s in range(0, width, self.chunk):
+            h, t = hidden[:, s:min(s + self.chunk, width)], self.targets[:, s:s + self.chunk]
+            parts.append(checkpoint(self._score, h, t, use_reentrant=False) if torch.is_grad_enabled()
+                         else self._score(h, t))
+        return torch.cat(parts, dim=1)
+
+    def _score(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden).float() / self.temperature
+        log_z = torch.logsumexp(logits, dim=-1)
+        taken = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+        if not self.with_entropy:
+            return taken.unsqueeze(-1)
+        return torch.stack([taken, entropy_from_logits(logits)], dim=-1)
+
+
 def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: torch.Tensor | float = 1.0,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool = False,
+                   chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of the taken tokens, ``log_softmax(logits / T)``, at the predicting positions ``[B, L-1]``.
 
     This is the rollout engines' convention (the log-prob of a sampled token before top-p; T = 1 for
-    greedy), so the rollout's and the trainer's numbers are comparable. Logits are computed only from
-    the first response position on (the prompt needs none), which saves memory on long prompts.
+    greedy), so the rollout's and the trainer's numbers are comparable. Scores are computed only from
+    the first response position on (the prompt needs none), and ``chunk_tokens`` (rows x positions) at a
+    time (None: all at once): the model's LM head is swapped for :class:`_TakenTokenHead` during the
+    forward, so the call goes through the model's (and its DDP / FSDP wrapper's) own ``forward``.
     Returns (logprobs, entropy or None); both are 0 before the first response position.
     """
-    length = batch.input_ids.shape[1]
+    rows, length = batch.input_ids.shape
     first = int(batch.response_mask.argmax(dim=1).min().item()) if batch.response_mask.any() else length - 1
-    keep = length - first  # logits for positions first .. length-1; the last one predicts nothing
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   logits_to_keep=keep).logits[:, :-1].float()
-    temp = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
-    if temp.dim() == 1:
-        temp = temp[:, None, None]
-    logits = logits / temp
-    targets = batch.input_ids[:, first + 1:]
-    taken = torch.gather(torch.log_softmax(logits, dim=-1), -1, targets.unsqueeze(-1)).squeeze(-1)
-    logp = torch.zeros(batch.input_ids.shape[0], length - 1, device=logits.device)
-    logp[:, first:] = taken
+    keep = length - first  # hidden states for positions first .. length-1; the last one predicts nothing
+    temp = torch.as_tensor(temperature, dtype=torch.float32, device=batch.input_ids.device)
+    temp = temp[:, None, None] if temp.dim() == 1 else temp
+    chunk = max(1, (chunk_tokens or rows * keep) // rows)
+    inner = unwrap(model)
+    lm_head = inner.get_output_embeddings()
+    inner.set_output_embeddings(_TakenTokenHead(lm_head, batch.input_ids[:, first + 1:], temp, with_entropy, chunk))
+    try:
+        scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
+    finally:
+        inner.set_output_embeddings(lm_head)
+    logp = torch.zeros(rows, length - 1, device=scores.device)
+    logp[:, first:] = scores[..., 0]
     entropy = None
     if with_entropy:
         entropy = torch.zeros_like(logp)
-        entropy[:, first:] = entropy_from_logits(logits)
+        entropy[:, first:] = scores[..., 1]
     return logp, entropy
 
 

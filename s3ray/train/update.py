@@ -2,8 +2,12 @@
 GAE or GRPO's group baseline), then clipped-surrogate epochs over mini- and micro-batches.
 
 Plain torch, no Ray: the Ray Train loop calls it on each worker's shard, the learning test calls it
-directly. Cross-rank statistics (advantage whitening, metric averages) go through ``all_reduce_sum``,
-which is the identity on a single process.
+directly. Cross-rank statistics (advantage whitening, token counts) go through
+:mod:`s3ray.train.distributed`, whose helpers are the identity on a single process.
+
+Loss scale: every loss is a token mean over the *mini-batch's* action tokens on all ranks together
+(the count is all-reduced), so a micro-batch contributes its token sum over that count. The gradient
+is then the same whatever ``micro_batch_size`` and however the episodes fall on the ranks.
 """
 
 from __future__ import annotations
@@ -11,20 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from s3ray.config import TrainConfig
-from s3ray.train import losses
+from s3ray.train import distributed, losses
 from s3ray.train.batch import TokenBatch
-from s3ray.train.policy import token_logprobs
+from s3ray.train.policy import Critic, load_policy, load_reference, token_logprobs
 
-AllReduce = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _identity(t: torch.Tensor) -> torch.Tensor:
-    return t
+if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+    from s3ray.config import PolicyConfig, TrainConfig
 
 
 @dataclass
@@ -41,6 +43,46 @@ class Learner:
     @property
     def device(self) -> torch.device:
         return next(self.actor.parameters()).device
+
+
+def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, device: torch.device) -> Learner:
+    """Actor, reference, critic (PPO), AdamW optimisers and the warm-up schedule, wrapped for the
+    process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP.
+
+    torch's wrappers directly rather than Ray's ``prepare_model``: in Ray 2.60 that moves the whole model
+    to the device before wrapping, and refuses FSDP without CUDA. Here FSDP moves one unit at a time, and
+    the same code runs (and is tested) on CPU with gloo, and on a GPU without Ray."""
+    torch.manual_seed(cfg.seed)
+    compute_dtype = getattr(torch, policy_cfg.dtype)
+
+    def wrap(model: nn.Module) -> nn.Module:
+        if cfg.strategy == "fsdp" and distributed.process_group() is not None:
+            return distributed.wrap_fsdp(model, compute_dtype, device)
+        model = model.to(device)
+        if distributed.world_size() > 1:
+            ids = [device] if device.type == "cuda" else None
+            return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    def adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    actor = wrap(load_policy(model_dir, policy_cfg))
+    actor_optim = adamw(actor, cfg.actor_lr)
+    critic = critic_optim = None
+    if cfg.algorithm == "ppo":
+        critic = wrap(Critic.from_pretrained(model_dir, policy_cfg))
+        critic_optim = adamw(critic, cfg.critic_lr)
+    schedulers = []
+    total_updates = cfg.steps * cfg.ppo_epochs * num_minibatches(cfg.batch_size * cfg.samples_per_question, cfg)
+    warmup = int(cfg.warmup_ratio * total_updates)
+    if warmup > 0:
+        def ramp(i: int) -> float:
+            return min(1.0, (i + 1) / warmup)
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, ramp) for o in (actor_optim, critic_optim) if o]
+    reference = load_reference(model_dir, policy_cfg).to(device)
+    return Learner(actor, reference, actor_optim, critic, critic_optim, schedulers)
 
 
 @dataclass
@@ -70,25 +112,37 @@ def _forward_full_width(fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBa
     return out
 
 
-def _global_mean(x: torch.Tensor, mask: torch.Tensor, all_reduce_sum: AllReduce) -> torch.Tensor:
-    stats = all_reduce_sum(torch.stack([(x * mask).sum(), mask.sum()]))
+def _global_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    stats = distributed.all_reduce_sum(torch.stack([(x * mask).sum(), mask.sum()]))
     return stats[0] / stats[1].clamp(min=1)
 
 
-def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig,
-                  all_reduce_sum: AllReduce = _identity) -> tuple[PreparedBatch, dict[str, float]]:
+def _train_mode(learner: Learner, training: bool) -> None:
+    """train(): dropout (LoRA's) and transformers' gradient checkpointing on, for the loss passes;
+    eval(): neither, for the no-grad passes (``logp_old`` must not carry dropout noise)."""
+    for model in (learner.actor, learner.critic):
+        if model is not None:
+            model.train(training)
+
+
+def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tuple[PreparedBatch, dict[str, float]]:
     """Old and reference log-probs, values, KL-penalised rewards and advantages for one shard."""
     if torch.isnan(batch.scores).any():
         raise ValueError("episodes without a reward reached the RL update (run the pool with_reward=True)")
     batch = batch.to(learner.device)
-    mb = cfg.micro_batch_size
-    logp_old = _forward_full_width(lambda b: token_logprobs(learner.actor, b, b.temperature)[0], batch, mb)
-    logp_ref = _forward_full_width(lambda b: token_logprobs(learner.reference, b, b.temperature)[0], batch, mb)
+    mb, chunk = cfg.micro_batch_size, cfg.logprob_chunk_tokens
+    _train_mode(learner, False)
+
+    def logprobs(model: nn.Module) -> Callable[[TokenBatch], torch.Tensor]:
+        return lambda b: token_logprobs(model, b, b.temperature, chunk_tokens=chunk)[0]
+
+    logp_old = _forward_full_width(logprobs(learner.actor), batch, mb)
+    logp_ref = _forward_full_width(logprobs(learner.reference), batch, mb)
     action = batch.action_mask
     kl = (logp_old - logp_ref) * action
     metrics = {
-        "kl": _global_mean(kl, action, all_reduce_sum).item(),
-        "logprob_gap": _global_mean((batch.rollout_logprobs - logp_old).abs(), action, all_reduce_sum).item(),
+        "kl": _global_mean(kl, action).item(),
+        "logprob_gap": _global_mean((batch.rollout_logprobs - logp_old).abs(), action).item(),
     }
     if cfg.algorithm == "grpo":
         # The KL penalty folds into the episode's return before the group baseline is subtracted.
@@ -104,53 +158,62 @@ def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig,
     value_mask = batch.response_mask if cfg.critic_sees_observations else action
     advantages, returns = losses.gae_advantages(rewards, values_old * value_mask, value_mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        mean = _global_mean(advantages, value_mask, all_reduce_sum)
-        var = _global_mean((advantages - mean) ** 2, value_mask, all_reduce_sum)
+        mean = _global_mean(advantages, value_mask)
+        var = _global_mean((advantages - mean) ** 2, value_mask)
         advantages = losses.masked_whiten(advantages, value_mask, stats=(mean, var))
-    metrics["value_mean"] = _global_mean(values_old, value_mask, all_reduce_sum).item()
+    metrics["value_mean"] = _global_mean(values_old, value_mask).item()
     return PreparedBatch(batch, logp_old, advantages, values_old, returns, value_mask), metrics
 
 
-def _step(optim: torch.optim.Optimizer, params: list[nn.Parameter], grad_clip: float) -> float:
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+def _step(model: nn.Module, optim: torch.optim.Optimizer, grad_clip: float) -> float:
+    norm = distributed.clip_grad_norm(model, grad_clip)
     optim.step()
     optim.zero_grad(set_to_none=True)
-    return float(norm)
+    return norm
 
 
 def ppo_epochs(prepared: PreparedBatch, learner: Learner, cfg: TrainConfig, num_minibatches: int,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """``cfg.ppo_epochs`` passes over the shard in ``num_minibatches`` optimiser steps.
 
-    Every rank must use the same ``num_minibatches`` and shard size, so DDP's gradient all-reduce lines up.
-    Returns metrics averaged over micro-batches.
+    Every rank must use the same ``num_minibatches`` and shard size, so the gradient all-reduce lines up.
+    Returns metrics averaged over micro-batches (grad norms over optimiser steps).
     """
     n = len(prepared.batch)
-    actor_params = [p for p in learner.actor.parameters() if p.requires_grad]
-    critic_params = [p for p in learner.critic.parameters() if p.requires_grad] if learner.critic else []
     totals: dict[str, float] = {}
     count = 0
-    learner.actor.train()
+    _train_mode(learner, True)
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for mini in torch.tensor_split(order, num_minibatches):
-            for s in _micro_slices(len(mini), cfg.micro_batch_size):
-                rows = mini[s]
-                weight = len(rows) / len(mini)  # micro-batch losses add up to the mini-batch mean
-                micro = _gather(prepared, rows)
-                stats = _micro_step(micro, learner, cfg, weight)
+            for stats in accumulate_gradients(prepared, mini, learner, cfg):
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + v
                 count += 1
             totals["actor_grad_norm"] = totals.get("actor_grad_norm", 0.0) + _step(
-                learner.actor_optim, actor_params, cfg.grad_clip)
+                learner.actor, learner.actor_optim, cfg.grad_clip)
             if learner.critic is not None:
                 totals["critic_grad_norm"] = totals.get("critic_grad_norm", 0.0) + _step(
-                    learner.critic_optim, critic_params, cfg.grad_clip)
+                    learner.critic, learner.critic_optim, cfg.grad_clip)
             for scheduler in learner.schedulers:
                 scheduler.step()
     steps = cfg.ppo_epochs * num_minibatches
     return {k: v / (steps if k.endswith("grad_norm") else count) for k, v in totals.items()}
+
+
+def accumulate_gradients(prepared: PreparedBatch, rows: torch.Tensor, learner: Learner,
+                         cfg: TrainConfig) -> list[dict[str, float]]:
+    """Backward of one mini-batch (this rank's ``rows``), micro-batch by micro-batch, into ``.grad``.
+
+    Each loss is a token sum over the mini-batch's token count on all ranks, times the world size
+    (DDP and FSDP average gradients over ranks). Returns each micro-batch's metrics.
+    """
+    world = distributed.world_size()
+    counts = distributed.all_reduce_sum(torch.stack([prepared.batch.action_mask[rows].sum(),
+                                                     prepared.value_mask[rows].sum()]))
+    action_scale, value_scale = world / counts[0].clamp(min=1), world / counts[1].clamp(min=1)
+    return [_micro_step(_gather(prepared, rows[s]), learner, cfg, action_scale, value_scale)
+            for s in _micro_slices(len(rows), cfg.micro_batch_size)]
 
 
 def _gather(prepared: PreparedBatch, rows: torch.Tensor) -> PreparedBatch:
@@ -164,22 +227,26 @@ def _gather(prepared: PreparedBatch, rows: torch.Tensor) -> PreparedBatch:
                          cut(prepared.returns), cut(prepared.value_mask))
 
 
-def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, weight: float) -> dict[str, float]:
+def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action_scale: torch.Tensor,
+                value_scale: torch.Tensor) -> dict[str, float]:
     b = micro.batch
-    logp, entropy = token_logprobs(learner.actor, b, b.temperature, with_entropy=True)
-    pg_loss, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, b.action_mask,
-                                            cfg.clip_ratio)
-    entropy_mean = losses.masked_mean(entropy, b.action_mask)
-    actor_loss = pg_loss - cfg.entropy_coef * entropy_mean
-    (actor_loss * weight).backward()
-    stats = {"policy_loss": pg_loss.item(), "entropy": entropy_mean.item(), "clip_fraction": clip_frac.item(),
+    logp, entropy = token_logprobs(learner.actor, b, b.temperature, with_entropy=True,
+                                   chunk_tokens=cfg.logprob_chunk_tokens)
+    pg_sum, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, b.action_mask,
+                                           cfg.clip_ratio, reduce="sum")
+    entropy_sum = (entropy * b.action_mask).sum()
+    ((pg_sum - cfg.entropy_coef * entropy_sum) * action_scale).backward()
+    tokens = b.action_mask.sum().clamp(min=1)
+    stats = {"policy_loss": (pg_sum / tokens).item(), "entropy": (entropy_sum / tokens).item(),
+             "clip_fraction": clip_frac.item(),
              "ratio_mean": losses.masked_mean(torch.exp(logp - micro.logp_old), b.action_mask).item()}
     if learner.critic is not None:
         values = learner.critic(b.input_ids, b.attention_mask)
-        v_loss, v_clip = losses.value_loss(values, micro.values_old, micro.returns, micro.value_mask,
-                                           cfg.value_clip)
-        (v_loss * weight).backward()
-        stats |= {"value_loss": v_loss.item(), "value_clip_fraction": v_clip.item()}
+        v_sum, v_clip = losses.value_loss(values, micro.values_old, micro.returns, micro.value_mask,
+                                          cfg.value_clip, reduce="sum")
+        (v_sum * value_scale).backward()
+        stats |= {"value_loss": (v_sum / micro.value_mask.sum().clamp(min=1)).item(),
+                  "value_clip_fraction": v_clip.item()}
     return stats
 
 

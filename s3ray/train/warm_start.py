@@ -86,7 +86,7 @@ def warm_start(cfg: S3Config, pool, questions: Sequence[Question], base_model_di
         raise RuntimeError("warm start: the heuristic searcher returned no episodes")
     torch.manual_seed(cfg.train.seed)
     model = load_policy(base_model_dir, cfg.policy)
-    with tracking.start_run(cfg, "warm_start", run_name=f"{cfg.tracking.run_name or cfg.name}-warm_start"):
+    with tracking.start_run(cfg, "warm_start"):
         with torch.no_grad():
             before = action_token_nll(model, episodes[:ws.batch_size]).item()
         t0 = time.perf_counter()

@@ -167,7 +167,10 @@ def test_heuristic_engine_writes_the_rule_based_turns(engine):
     ep = asyncio.run(run_episode(question, docs, heuristic, FakeRetriever(), engine.tokenizer, cfg,
                                  SamplingParams(greedy=True)))
     ep.check()
-    assert [t["action"] for t in ep.turns] == ["search", "complete"] and ep.finish == "complete"
-    assert ep.queries == ["who is Steven Spielberg"] and set(ep.logprobs) == {0.0}
+    assert [t["action"] for t in ep.turns] == ["search", "search", "complete"] and ep.finish == "complete"
+    assert ep.queries == ["Who directed the film Jaws?", "who is Steven Spielberg"]
+    assert set(ep.logprobs) == {0.0}
     assert ep.response_ids[len(ep.response_ids) - 1] == engine.tokenizer.eos_token_id
-    assert ep.turns[1]["ids"] == [1, 2] and ep.context[0].id == "who-is-Steven-Spielberg-1"
+    assert ep.turns[1]["ids"] == [1, 2] and ep.turns[2]["ids"] == [1, 2]
+    assert [d.id for d in ep.context[:2]] == ["Who-directed-the-film-Jaws?-1", "Who-directed-the-film-Jaws?-2"]
+    assert ep.context[2].id == "who-is-Steven-Spielberg-1"

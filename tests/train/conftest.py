@@ -21,3 +21,31 @@ def random_lm_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("random_lm")
     Qwen2ForCausalLM(config).save_pretrained(out)
     return out
+
+
+def run_ranks(fn, world: int, *args) -> None:
+    """``fn(rank, world, *args)`` in ``world`` processes joined in a gloo process group on CPU: FSDP and
+    DDP for real, without GPUs or Ray. ``fn`` must be a module-level function (it is pickled)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_main, args=(world, port, fn, args), nprocs=world, join=True)
+
+
+def _rank_main(rank: int, world: int, port: int, fn, args) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()

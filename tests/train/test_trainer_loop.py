@@ -27,6 +27,7 @@ def bandit_pool_cls(ray_cluster):
             self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
             self.generator = torch.Generator().manual_seed(0)
             self.versions: list[int] = []
+            self.weights: list[dict] = []  # every pushed state, in order
             self.calls: list[list[str]] = []
 
         def update_weights(self, refs, version: int) -> None:
@@ -35,6 +36,7 @@ def bandit_pool_cls(ray_cluster):
             [state] = ray.get(refs)  # the object-store sync nests the ref, as the real pool expects
             self.model.load_state_dict(state)
             self.versions.append(version)
+            self.weights.append(state)
 
         def run(self, questions, samples_per_question: int = 1, with_reward: bool = True):
             import torch
@@ -62,12 +64,16 @@ def bandit_pool_cls(ray_cluster):
         def state(self):
             return self.versions, self.calls
 
+        def pushed(self):
+            return self.weights
+
     return BanditPool
 
 
 @pytest.mark.ray
 def test_two_workers_checkpoint_resume_and_track(session_cfg, tiny_model_dir, bandit_pool_cls, tmp_path):
     import mlflow
+    import torch
     from transformers import AutoModelForCausalLM
 
     from s3ray.config import load_config
@@ -94,6 +100,10 @@ def test_two_workers_checkpoint_resume_and_track(session_cfg, tiny_model_dir, ba
     run_trainer(cfg_for(3), pool, questions, tiny_model_dir)
     versions, calls = ray_get(pool.state.remote())
     assert versions == [0, 1, 2, 2, 3]  # the checkpoint's weights go to the pool before step 3 samples
+    pushed = ray_get(pool.pushed.remote())
+    # The resumed run starts from step 2's weights (restored, not the base model's).
+    assert all(torch.equal(pushed[3][k], pushed[2][k]) for k in pushed[2])
+    assert any(not torch.equal(pushed[3][k], pushed[0][k]) for k in pushed[0])
     assert len(calls) == 3
     assert calls[2] == [questions[i].id for i in step_question_indices(10, 3, 4, 42)]
 

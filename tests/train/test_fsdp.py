@@ -1,0 +1,135 @@
+"""The learner under FSDP for real (gloo process groups on CPU): the preset's precision settings keep
+fp32 master weights so a step at lr 1e-6 moves them, and a resumed run equals an uninterrupted one
+(actor, critic, optimiser states, RNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from s3ray.config import PolicyConfig, TrainConfig, load_config
+from s3ray.train import checkpoint
+from s3ray.train.batch import collate_episodes
+from s3ray.train.distributed import is_fsdp
+from s3ray.train.update import build_learner, ppo_epochs, prepare_batch
+
+from .conftest import run_ranks
+from .test_update_mechanics import random_episodes
+
+CPU = torch.device("cpu")
+
+
+def _train_step(learner, cfg: TrainConfig, episodes: list[dict], rank: int, world: int) -> None:
+    prepared, _ = prepare_batch(collate_episodes(episodes[rank::world], pad_id=0), learner, cfg)
+    ppo_epochs(prepared, learner, cfg, num_minibatches=2)
+
+
+def _preset_step(rank: int, world: int, model_dir: str, out: str) -> None:
+    preset = load_config("s3_8_3_3")
+    policy_cfg = preset.policy.model_copy(update={"model": None})
+    learner = build_learner(Path(model_dir), policy_cfg, preset.train, CPU)
+    before = {n: p.detach().clone() for n, p in learner.actor.named_parameters()}
+    _train_step(learner, preset.train, random_episodes(4), rank, world)
+    layers = [n for n in before if ".layers." in n and n.endswith("proj.weight")]
+    changed = sum(int((dict(learner.actor.named_parameters())[n] != before[n]).sum()) for n in layers)
+    total = sum(before[n].numel() for n in layers)
+    torch.save({"fsdp": is_fsdp(learner.actor), "lr": preset.train.actor_lr, "compute": policy_cfg.dtype,
+                "master_dtypes": {p.dtype for p in learner.actor.parameters()},
+                "changed_share": changed / total}, out)
+
+
+def test_one_step_at_lr_1e6_under_the_preset_precision_moves_the_weights(random_lm_dir, tmp_path):
+    out = tmp_path / "result.pt"
+    run_ranks(_preset_step, 1, str(random_lm_dir), str(out))
+    result = torch.load(out, weights_only=False)
+    assert result["fsdp"] and result["lr"] == 1e-6 and result["compute"] == "bfloat16"
+    assert result["master_dtypes"] == {torch.float32}
+    # Adam's first step moves every weight with a gradient by ~lr; in bf16 only ~2% would change.
+    assert result["changed_share"] > 0.9, result
+
+
+RESUME_CFG = TrainConfig(strategy="fsdp", num_workers=2, batch_size=4, mini_batch_size=2, micro_batch_size=1,
+                         actor_lr=1e-3, critic_lr=1e-3, warmup_ratio=0.5, steps=2)
+
+
+def _straight_and_resumed(rank: int, world: int, model_dir: str, straight: str, resumed: str) -> None:
+    _run_two_steps(rank, world, model_dir, straight, interrupt=False)
+    _run_two_steps(rank, world, model_dir, resumed, interrupt=True)
+
+
+def _run_two_steps(rank: int, world: int, model_dir: str, out: str, interrupt: bool) -> None:
+    policy_cfg = PolicyConfig(dtype="bfloat16")
+    learner = build_learner(Path(model_dir), policy_cfg, RESUME_CFG, CPU)
+    _train_step(learner, RESUME_CFG, random_episodes(4, seed=3), rank, world)
+    if interrupt:
+        state = checkpoint.gather_state(learner)
+        ckpt = Path(out).with_suffix(".ckpt")
+        if rank == 0:
+            checkpoint.save(ckpt, state, {"step": 1})
+        torch.distributed.barrier()
+        learner = build_learner(Path(model_dir), policy_cfg, RESUME_CFG, CPU)  # a fresh start ...
+        torch.manual_seed(1234)
+        assert checkpoint.load(ckpt, learner) == {"step": 1}  # ... resumed
+    _train_step(learner, RESUME_CFG, random_episodes(4, seed=4), rank, world)
+    state = checkpoint.gather_state(learner)
+    if rank == 0:
+        torch.save({**state, "draw": torch.rand(3)}, out)
+
+
+def _assert_same(a, b, where: str = "") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=where)
+    else:
+        assert a == b, where
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(random_lm_dir, tmp_path):
+    straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
+    run_ranks(_straight_and_resumed, 2, str(random_lm_dir), str(straight), str(resumed))
+    a, b = torch.load(straight, weights_only=False), torch.load(resumed, weights_only=False)
+    assert a["actor"] and a["critic"] and a["actor_optim"]["state"] and a["critic_optim"]["state"]
+    for key in ("actor", "critic", "actor_optim", "critic_optim", "schedulers", "draw"):
+        _assert_same(a[key], b[key], key)
+
+
+def _lora_step(rank: int, world: int, model_dir: str, out: str) -> None:
+    from s3ray.train.distributed import hf_full_state
+
+    policy_cfg = PolicyConfig(dtype="bfloat16", gradient_checkpointing=True,
+                              lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0})
+    cfg = TrainConfig(strategy="fsdp", num_workers=2, batch_size=4, mini_batch_size=4, micro_batch_size=2,
+                      actor_lr=1e-2, algorithm="grpo", grpo_group_size=2)
+    learner = build_learner(Path(model_dir), policy_cfg, cfg, CPU)
+    before = {n: p.detach().clone() for n, p in learner.actor.named_parameters()}
+    episodes = random_episodes(4, seed=5)
+    for i, ep in enumerate(episodes):
+        ep.question_id, ep.reward = f"q{i // 2}", float(i % 2)  # two groups of two, rewards 0 and 1
+    _train_step(learner, cfg, episodes, rank, world)
+    moved = {n.replace("_fsdp_wrapped_module.", "") for n, p in learner.actor.named_parameters()
+             if not torch.equal(p, before[n])}
+    state = hf_full_state(learner.actor)
+    if rank == 0:
+        torch.save({"moved": moved, "state": state}, out)
+
+
+def test_a_lora_policy_trains_and_publishes_under_fsdp(random_lm_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora.pt"
+    run_ranks(_lora_step, 2, str(random_lm_dir), str(out))
+    result = torch.load(out, weights_only=False)
+    assert result["moved"] and all("lora_" in n for n in result["moved"]), result["moved"]
+    base = AutoModelForCausalLM.from_pretrained(random_lm_dir).state_dict()
+    state = result["state"]
+    assert set(state) == set(base)  # Hugging Face names, adapters merged in
+    q = next(k for k in state if k.endswith("q_proj.weight"))
+    assert not torch.equal(state[q], base[q])
