@@ -1,17 +1,22 @@
-"""Retrieval benchmark: index build speed, served QPS / latency against a single-process baseline, and
-recall on dev questions. One JSON object per figure on stdout (``name``, ``value``, ``unit``, and
-``baseline`` / ``ratio`` = ours / baseline, higher is better, where there is a comparison).
+"""Retrieval benchmark: index build speed, served throughput / latency, and recall, each against a
+baseline built the way the single-process tools s3ray replaces are built, measured alternately in the
+same run (``--rounds`` rounds; every figure is the median over rounds). Settings are ``demo_cpu``'s
+(MiniLM, 128-token inputs, two embedding actors) over a slice of the HotpotQA corpus.
 
-- ``index.passages_per_s``: ``build_index`` end to end (parse, Ray Data embedding with two actors, FAISS,
-  BM25, MLflow) over a slice of the HotpotQA corpus (10.8k passages in all; a CPU embeds ~20-30/s);
-  baseline: one process encoding a sample of the same passages, nothing else.
-- ``retriever.qps.cN`` / ``retriever.latency_p50_ms.cN`` / ``..._p99_ms.cN``: single-query requests from
-  N concurrent clients against the Serve app; baseline: the s3 / Search-R1 retrieval server design, one
-  FastAPI + uvicorn process that encodes and searches each request on its own (same index, same queries).
+- ``index.passages_per_s``: ``build_index`` end to end (doc store, Ray Data embedding, FAISS, BM25,
+  manifest); baseline: one process running ``encode`` over the same passages with the same encoder
+  settings and every core, nothing else.
+- ``retriever.qps.c1`` / ``.c8`` / ``.c32`` (queries/s), ``retriever.latency_p50_ms.cN`` / ``_p99_ms.cN``:
+  N closed-loop clients sending one query per HTTP request; ``retriever.qps.batch32``: one client
+  sending 32 queries per request. Baseline: the s3 / Search-R1 retrieval server, one FastAPI + uvicorn
+  process with a sync handler that encodes and searches each request on its own, every core.
+- ``retriever.handle.qps.c32``: 32 concurrent single-query callers inside Ray through the deployment
+  handle (:mod:`s3ray.retrieval.handle`, what the rollout actors and the precompute use), against the
+  baseline's HTTP at c32.
 - ``retriever.recall_at_3.dev``: share of dev questions (yes/no answers excluded) with a golden answer,
   normalized, inside one of the top-3 passages; baseline: BM25 over the same slice.
 
-    python bench/bench_retrieval.py [--passages 1000] [--requests 128]
+    python bench/bench_retrieval.py [--passages 1000] [--requests 128] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,37 +33,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # the baseline processes; see make_config
+from common import figure, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from s3ray.config import load_config  # noqa: E402
 
-CONCURRENCY = (1, 8, 32)
-
-
-def emit(name: str, value: float, unit: str, baseline: float | None = None, ratio: bool = True) -> None:
-    row = {"name": name, "value": round(value, 4), "unit": unit}
-    if baseline is not None:
-        row["baseline"] = round(baseline, 4)
-        if ratio:
-            row["ratio"] = round(value / baseline, 4) if baseline else None
-    print(json.dumps(row), flush=True)
+LOADS = {"c1": (1, 1), "c8": (8, 1), "c32": (32, 1), "batch32": (1, 32)}  # name: (clients, queries/request)
 
 
 def note(message: str) -> None:
     print(f"# {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -79,13 +65,8 @@ def corpus_slice(data_dir: Path, out: Path, passages: int, dev: list[dict]) -> N
 
 
 def make_config(work: Path, corpus: Path, port: int, *extra: str):
-    # One torch thread per process on both sides (OMP_NUM_THREADS=1 above; Ray gives a 1-CPU actor one):
-    # two OpenMP threads contending for two busy cores were slower, not faster. Ray's side scales out
-    # instead: two embedding actors, one retriever replica.
-    return load_config(None, [f"paths.work_dir={work}", f"corpus.path={corpus}", f"serve.port={port}",
-                              "cluster.num_cpus=4", "cluster.object_store_mb=400", "index.shard_rows=256",
-                              "index.embed_actors=2", "index.embed_num_cpus=1", "retriever.num_cpus=1",
-                              *extra])
+    return load_config("demo_cpu", [f"paths.work_dir={work}", f"corpus.path={corpus}", "corpus.limit=null",
+                                    f"serve.port={port}", *extra])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,34 +99,42 @@ def baseline_server(config_json: str, port: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Load generation
 # ---------------------------------------------------------------------------------------------------
-async def load(url: str, queries: list[str], concurrency: int) -> tuple[float, list[float]]:
-    """Send every query as its own request from ``concurrency`` workers; (qps, latencies in ms)."""
-    from s3ray.retrieval.client import RetrieverClient
-
-    client = RetrieverClient(url, timeout_s=120.0, retries=0)
-    await asyncio.gather(*(client.asearch([q], 3) for q in queries[:concurrency]))  # warm-up
-    todo, latencies = iter(queries), []
+async def closed_loop(search, queries: list[str], clients: int, per_request: int) -> tuple[float, list[float]]:
+    """``clients`` workers each sending ``per_request`` queries per call until ``queries`` are done;
+    (queries/s, per-call latencies in ms)."""
+    requests = [queries[i:i + per_request] for i in range(0, len(queries), per_request)]
+    await asyncio.gather(*(search(r) for r in requests[:clients]))  # warm-up
+    todo, latencies = iter(requests), []
 
     async def worker() -> None:
-        for query in todo:
+        for request in todo:
             started = time.perf_counter()
-            await client.asearch([query], 3)
+            await search(request)
             latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(clients)))
     return len(queries) / (time.perf_counter() - started), latencies
 
 
-def measure(url: str, questions: list[str], requests: int) -> dict[int, tuple[float, float, float]]:
+def measure(client, name: str, questions: list[str], requests: int) -> dict[str, tuple[float, float, float]]:
     out = {}
-    for c in CONCURRENCY:
-        n = max(requests // 4, 2 * c) if c == 1 else requests
+    for load, (clients, per_request) in LOADS.items():
+        n = (requests // 2 if clients == 1 and per_request == 1 else requests) * per_request
         stream = [questions[i % len(questions)] for i in range(n)]
-        qps, lat = asyncio.run(load(url, stream, c))
-        out[c] = (qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-        note(f"{url} c={c}: {qps:.1f} qps, p50 {out[c][1]:.1f} ms, p99 {out[c][2]:.1f} ms")
+        qps, lat = asyncio.run(closed_loop(lambda r: client.asearch(r, 3), stream, clients, per_request))
+        out[load] = (qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+        note(f"{name} {load}: {qps:.1f} q/s, p50 {out[load][1]:.1f} ms, p99 {out[load][2]:.1f} ms")
     return out
+
+
+def handle_qps(cfg, questions: list[str], requests: int) -> float:
+    from s3ray.retrieval.handle import HandleRetriever
+
+    retriever = HandleRetriever(cfg.retriever.app_name)
+    qps, _ = asyncio.run(closed_loop(lambda r: retriever.asearch(r, 3), questions[:requests], 32, 1))
+    note(f"handle c32: {qps:.1f} q/s")
+    return qps
 
 
 def wait_health(url: str, timeout_s: float = 300.0) -> None:
@@ -159,14 +148,14 @@ def wait_health(url: str, timeout_s: float = 300.0) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-def encode_baseline(cfg, sample: int) -> float:
-    """Passages/s of one process encoding doc-store passages in encoder-sized batches."""
+def bare_encode_rate(cfg) -> float:
+    """Passages/s of one process encoding every doc-store passage in one ``encode`` call."""
     import pyarrow.parquet as pq
 
     from s3ray.retrieval.encoder import encode, load_encoder
     from s3ray.retrieval.indexing import passage_text
 
-    docs = pq.read_table(cfg.index.dir / "docs.parquet", columns=["title", "text"]).slice(0, sample)
+    docs = pq.read_table(cfg.index.dir / "docs.parquet", columns=["title", "text"])
     texts = [passage_text(t, x) for t, x in zip(docs["title"].to_pylist(), docs["text"].to_pylist(),
                                                 strict=True)]
     model = load_encoder(cfg.encoder)
@@ -186,11 +175,17 @@ def answer_recall(searcher, dev: list[dict], k: int = 3) -> float:
     return hits / len(dev)
 
 
+def median_figure(name: str, ours: list[float], base: list[float], unit: str, **kwargs) -> None:
+    note(f"{name}: ours {[round(v, 2) for v in ours]}, baseline {[round(v, 2) for v in base]}")
+    figure(name, statistics.median(ours), unit, statistics.median(base), **kwargs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--passages", type=int, default=1000, help="corpus slice size")
     parser.add_argument("--dev", type=int, default=150, help="dev questions whose gold paragraphs are in it")
-    parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=128, help="requests per load")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline / ours rounds")
     parser.add_argument("--baseline-server", nargs=2, metavar=("CONFIG_JSON", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -200,9 +195,13 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from s3ray.cluster import init_ray
+    from s3ray.retrieval.client import RetrieverClient
     from s3ray.retrieval.indexing import build_index
+    from s3ray.retrieval.manifest import MANIFEST
     from s3ray.retrieval.searchers import load_searcher
     from s3ray.retrieval.service import deploy
+    from s3ray.scoring.metrics import normalize_answer
 
     with tempfile.TemporaryDirectory(prefix="bench_retrieval_") as tmp:
         work = Path(tmp)
@@ -212,49 +211,51 @@ def main() -> int:
         cfg = make_config(work, work / "corpus.jsonl", free_port())
         questions = [q["question"] for q in read_jsonl(cfg.paths.data_dir / "hotpotqa" / "dev.jsonl")]
         try:
-            from s3ray.cluster import init_ray
-
             init_ray(cfg)  # started before the clock: the figure is the build, not Ray's start-up
-            started = time.perf_counter()
-            build_index(cfg)
-            build_rate = args.passages / (time.perf_counter() - started)
-            emit("index.passages_per_s", build_rate, "passages/s", encode_baseline(cfg, 256))
+            builds, encodes = [], []
+            for _ in range(args.rounds):
+                shutil.rmtree(cfg.index.dir, ignore_errors=True)
+                started = time.perf_counter()
+                build_index(cfg)
+                builds.append(args.passages / (time.perf_counter() - started))
+                encodes.append(bare_encode_rate(cfg))
+            median_figure("index.passages_per_s", builds, encodes, "passages/s")
+            assert (cfg.index.dir / MANIFEST).exists()
 
             dense, bm25 = load_searcher(cfg), load_searcher(make_config(work, cfg.corpus.path, 0,
                                                                        "retriever.backend=bm25"))
-            factual = [q for q in dev if normalize(q) not in ("yes", "no")]
-            emit("retriever.recall_at_3.dev", answer_recall(dense, factual), "fraction",
-                 answer_recall(bm25, factual))
+            factual = [q for q in dev if normalize_answer(q["golden_answers"][0]) not in ("yes", "no")]
+            figure("retriever.recall_at_3.dev", answer_recall(dense, factual), "fraction",
+                   answer_recall(bm25, factual))
             del dense, bm25
 
             port = free_port()
             server = subprocess.Popen([sys.executable, __file__, "--baseline-server",
                                        json.dumps(cfg.model_dump(mode="json")), str(port)])
             try:
-                base_url = f"http://127.0.0.1:{port}/retrieve"
-                wait_health(base_url)
-                baseline = measure(base_url, questions, args.requests)
+                base_client = RetrieverClient(f"http://127.0.0.1:{port}/retrieve", timeout_s=120.0, retries=0)
+                wait_health(base_client.url)
+                ours_client = RetrieverClient(deploy(cfg), timeout_s=120.0, retries=0)
+                base, ours, handle = [], [], []
+                for _ in range(args.rounds):  # alternately: the machine's load drifts
+                    base.append(measure(base_client, "baseline", questions, args.requests))
+                    ours.append(measure(ours_client, "s3ray", questions, args.requests))
+                    handle.append(handle_qps(cfg, questions, 4 * args.requests))
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-
-            url = deploy(cfg)
-            ours = measure(url, questions, args.requests)
-            for c in CONCURRENCY:
-                emit(f"retriever.qps.c{c}", ours[c][0], "requests/s", baseline[c][0])
-                emit(f"retriever.latency_p50_ms.c{c}", ours[c][1], "ms", baseline[c][1], ratio=False)
-                emit(f"retriever.latency_p99_ms.c{c}", ours[c][2], "ms", baseline[c][2], ratio=False)
+            for load in LOADS:
+                median_figure(f"retriever.qps.{load}", [r[load][0] for r in ours], [r[load][0] for r in base],
+                              "queries/s")
+                for i, pct in ((1, "p50"), (2, "p99")):
+                    median_figure(f"retriever.latency_{pct}_ms.{load}", [r[load][i] for r in ours],
+                                  [r[load][i] for r in base], "ms", lower_is_better=True)
+            median_figure("retriever.handle.qps.c32", handle, [r["c32"][0] for r in base], "queries/s")
         finally:
             if ray.is_initialized():
                 serve.shutdown()
                 ray.shutdown()
     return 0
-
-
-def normalize(question: dict) -> str:
-    from s3ray.scoring.metrics import normalize_answer
-
-    return normalize_answer(question["golden_answers"][0])
 
 
 if __name__ == "__main__":

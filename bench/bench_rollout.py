@@ -8,31 +8,27 @@ default agent settings (``max_turns`` 3 + the final selection turn, ``max_turn_t
 are off: the figure is the rollout itself (engine turns and retrieval calls), not the generator.
 
 Prints one JSON object per figure: ``rollout.episodes_per_s.actors1`` and ``...actors2`` (with the
-one-actor figure as its baseline and the ratio).
+one-actor figure as its baseline and the ratio), medians of ``ROUNDS`` alternating runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import figure, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 QUESTIONS = 16
+ROUNDS = 2
 WARMUP_QUESTIONS = 2
 DISTRACTORS = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def corpus_slice(corpus: Path, dev: Path, out: Path, questions: int) -> Path:
@@ -73,9 +69,6 @@ def episodes_per_s(cfg, model_dir: Path, questions: list[dict]) -> float:
 
 
 def main() -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     from s3ray.cluster import init_ray
@@ -92,9 +85,10 @@ def main() -> int:
         hotpot = probe.paths.data_dir / "hotpotqa"
         corpus = corpus_slice(hotpot / "corpus.jsonl", hotpot / "dev.jsonl", work / "corpus.jsonl",
                               QUESTIONS + WARMUP_QUESTIONS)
-        # Logical CPUs: two rollout actors and both services must fit, whatever the core count.
+        # Logical CPUs: two rollout actors and both services must fit, whatever the core count. One torch
+        # thread per actor in both pools: the ratio is what a second actor adds, not a thread count.
         base = [f"paths.work_dir={work}", f"corpus.path={corpus}", f"serve.port={free_port()}",
-                "cluster.num_cpus=8"]
+                "cluster.num_cpus=8", "rollout.torch_threads_per_actor=1"]
         cfg = load_config(None, base)
         init_ray(cfg)
         try:
@@ -104,17 +98,20 @@ def main() -> int:
             model_dir = ensure_tiny_model(cfg.policy_model_dir, cfg.corpus.path, cfg.policy.tiny)
             spec = cfg.data.dev[0].model_copy(update={"limit": QUESTIONS + WARMUP_QUESTIONS})
             questions = [q.to_dict() for q in load_questions(spec)]
-            rates = {n: episodes_per_s(load_config(None, base + [f"rollout.num_actors={n}"]), model_dir, questions)
-                     for n in (1, 2)}
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            for _ in range(ROUNDS):  # alternately: the machine's load drifts
+                for n in rates:
+                    cfg_n = load_config(None, base + [f"rollout.num_actors={n}"])
+                    rates[n].append(episodes_per_s(cfg_n, model_dir, questions))
         finally:
             from ray import serve
 
             serve.shutdown()
             ray.shutdown()
-    print(json.dumps({"name": "rollout.episodes_per_s.actors1", "value": round(rates[1], 4),
-                      "unit": "episodes/s"}))
-    print(json.dumps({"name": "rollout.episodes_per_s.actors2", "value": round(rates[2], 4),
-                      "unit": "episodes/s", "baseline": round(rates[1], 4), "ratio": round(rates[2] / rates[1], 3)}))
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    print(f"# episodes/s: one actor {rates[1]}, two actors {rates[2]}", file=sys.stderr, flush=True)
+    figure("rollout.episodes_per_s.actors1", one, "episodes/s")
+    figure("rollout.episodes_per_s.actors2", two, "episodes/s", one)
     return 0
 
 

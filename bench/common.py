@@ -13,11 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def figure(name: str, value: float, unit: str, baseline: float | None = None) -> None:
-    """One figure as one JSON line on stdout; ``ratio`` is ours over the baseline (higher is better)."""
+def figure(name: str, value: float, unit: str, baseline: float | None = None, *,
+           lower_is_better: bool = False) -> None:
+    """One figure as one JSON line on stdout; ``ratio`` is ours over the baseline, or the baseline over
+    ours for a figure where lower is better (latency): higher is better either way."""
     row = {"name": name, "value": round(value, 4), "unit": unit}
     if baseline:
-        row |= {"baseline": round(baseline, 4), "ratio": round(value / baseline, 3)}
+        ratio = baseline / value if lower_is_better else value / baseline
+        row |= {"baseline": round(baseline, 4), "ratio": round(ratio, 3)}
     print(json.dumps(row), flush=True)
 
 

@@ -43,5 +43,20 @@ def init_ray(cfg: S3Config, *, include_dashboard: bool | None = None) -> None:
         include_dashboard=include_dashboard if include_dashboard is not None else False,
         dashboard_host=cfg.cluster.dashboard_host,
         runtime_env={"env_vars": env_vars},
+        _system_config={"worker_niceness": cfg.cluster.worker_niceness},
         **kwargs,
     )
+
+
+def set_torch_threads(threads: int, sharers: int = 1) -> int:
+    """Set this process's torch thread count and return it: ``threads``, or with 0 the node's cores
+    divided among ``sharers`` processes doing the same work.
+
+    Ray sets ``OMP_NUM_THREADS`` to an actor's whole CPUs, so an actor reserving 0.25 CPU would encode
+    with one thread while the node has cores to spare; the reservation is for scheduling, not a cap.
+    """
+    import torch
+
+    n = threads or max(1, len(os.sched_getaffinity(0)) // max(1, sharers))
+    torch.set_num_threads(n)
+    return n

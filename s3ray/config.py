@@ -55,6 +55,9 @@ class ClusterConfig(Section):
     address: str | None = None  # None: RAY_ADDRESS, else a local cluster started in-process
     num_cpus: int | None = None  # logical CPUs of a local cluster (None: Ray's detection)
     object_store_mb: int | None = None
+    # Niceness of the workers of a cluster s3ray starts (actors, replicas). Ray's default, 15, makes
+    # them yield the CPU to every other process of the machine (and to single-process tools next to it).
+    worker_niceness: int = 0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
 
@@ -105,6 +108,7 @@ class IndexConfig(Section):
     embed_actors: int = 1
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
+    embed_torch_threads: int = 0  # per actor; 0: the node's cores shared among the embed actors
     use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
     gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
@@ -119,8 +123,14 @@ class RetrieverConfig(Section):
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     index_shards: int = 1  # an index too large for one replica is split; results are merged
+    # Torch threads per replica (0: every core of the node), whatever its num_cpus (Ray would set it
+    # from them). One: on a busy 2-core machine a two-thread OpenMP team waits at every barrier for its
+    # preempted half (c8 ran at 6 queries/s with two threads, 40 with one); scale with num_replicas.
+    torch_threads: int = 1
     encoder_max_batch_size: int = 32
-    encoder_batch_wait_s: float = 0.005
+    # 0: no wait; queries that arrive while a batch is encoded form the next batch (a wait would only
+    # add latency to a lone query).
+    encoder_batch_wait_s: float = 0.0
     max_ongoing_requests: int = 64
     max_topk: int = 100
     max_queries: int = 1024
@@ -129,6 +139,9 @@ class RetrieverConfig(Section):
     default_topk: int = 3
     timeout_s: float = 30.0
     retries: int = 3
+    # In-cluster callers (rollout, precompute, reward) call the Serve app by deployment handle (no HTTP
+    # proxy); False: they use HTTP at url (a retriever outside the cluster).
+    use_handle: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +160,7 @@ class GeneratorConfig(Section):
     num_replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    torch_threads: int = 1  # reader / hf replica; 0: every core of the node (see retriever.torch_threads)
     tensor_parallel_size: int = 1
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.9
@@ -278,6 +292,7 @@ class RolloutConfig(Section):
     num_actors: int = 1
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
+    torch_threads_per_actor: int = 0  # 0: the node's cores shared among the actors
     temperature: float = 0.6
     top_p: float = 0.95
     engine_max_batch: int = 16  # episodes whose next turn is generated in one forward batch

@@ -132,7 +132,8 @@ class LocalCluster:
             cmd.append(f"--object-store-memory={cfg.cluster.object_store_mb * 1024 * 1024}")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", AUTH_MODE_ENV: "token"}
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", AUTH_MODE_ENV: "token",
+               "RAY_worker_niceness": str(cfg.cluster.worker_niceness)}
         env.pop("RAY_ADDRESS", None)
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         cluster = cls(process, f"127.0.0.1:{gcs_port}", f"http://{host}:{dash_port}")

@@ -127,9 +127,10 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
 
     generator = GeneratorClient.from_config(cfg.generator)
     scorer = GenAccScorer.from_config(cfg)
-    for gatherer, dataset, path in pending:
-        await evaluate_file(path, result_path(cfg, gatherer, dataset), generator, scorer, gatherer, dataset,
-                            cfg.evaluation.batch_size)
+    # Every file at once: their requests share the generator's batches instead of queueing file by file.
+    await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator, scorer, gatherer,
+                                         dataset, cfg.evaluation.batch_size)
+                           for gatherer, dataset, path in pending))
 
 
 def load_results(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> list[dict[str, Any]]:

@@ -181,7 +181,10 @@ def _chat_server_class():
     @serve.deployment
     class ChatServer:
         def __init__(self, gen_dict: dict):
+            from s3ray.cluster import set_torch_threads
+
             gen = GeneratorConfig.model_validate(gen_dict)
+            set_torch_threads(gen.torch_threads)
             self.model_name = gen.served_model_name or gen.model
             self.max_body_bytes = gen.max_body_bytes
             self.backend = _BACKENDS[gen.backend](gen)

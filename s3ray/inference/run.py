@@ -70,18 +70,23 @@ async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], p
 
 
 async def _gather_all(cfg: S3Config, datasets: dict[str, list[Question]]) -> None:
-    for name in cfg.inference.gatherers:
+    """Every gatherer at once (each writes its own files): one waits on the generator while another
+    waits on the retriever or starts its rollout pool, instead of each waiting its turn."""
+
+    async def run(name: str) -> None:
         try:
             gatherer = build_gatherer(name, cfg)  # inside the loop: async clients belong to it
         except GathererUnavailable as err:
             log.warning("SKIPPING gatherer %s: %s", name, err)
-            continue
+            return
         try:
             for dataset, questions in datasets.items():
                 await gather_dataset(gatherer, questions, context_path(cfg, name, dataset),
                                      cfg.inference.batch_size, f"{name}/{dataset}")
         finally:
             gatherer.close()
+
+    await asyncio.gather(*(run(name) for name in cfg.inference.gatherers))
 
 
 def gather_contexts(cfg: S3Config) -> Path:

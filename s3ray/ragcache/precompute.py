@@ -1,7 +1,7 @@
 """`s3ray precompute`: the naive-RAG cache of the training questions, as a Ray Data pipeline.
 
     questions not cached yet ─► map_batches(NaiveRagBatch, actors) ─► part-<uuid>.parquet per batch
-                                  │ one batched POST /retrieve, concurrent chat completions, GenAcc
+                                  │ one batched retrieve (deployment handle), concurrent chat completions, GenAcc
 
 Each actor writes its batch's records itself (temp file + rename), so a crash loses nothing that was
 written and a re-run skips every question already cached for the same generator/retriever/k/judge.
@@ -59,11 +59,11 @@ class NaiveRagBatch:
 
     def __init__(self, cfg_dict: dict):
         from s3ray.generation.client import GeneratorClient
-        from s3ray.retrieval.client import RetrieverClient
+        from s3ray.retrieval.handle import in_cluster_retriever
         from s3ray.scoring.genacc import GenAccScorer
 
         cfg = config_from_dict(cfg_dict)
-        self.retriever = RetrieverClient.from_config(cfg)
+        self.retriever = in_cluster_retriever(cfg)
         self.generator = GeneratorClient.from_config(cfg.generator)
         self.scorer = GenAccScorer.from_config(cfg)
         self.identity = CacheIdentity.from_config(cfg)

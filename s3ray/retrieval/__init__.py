@@ -13,4 +13,7 @@ Public surface (other stages import only these):
   ``GET /retrieve/health``
 - ``client.RetrieverClient(url, timeout_s, retries)``: ``.search(queries, k)``, ``await .asearch(queries, k)``,
   ``.health()``, ``RetrieverClient.from_config(cfg)``, ``.url``; ``client.RetrievalError``
+- ``handle.in_cluster_retriever(cfg)``: for callers inside the cluster (rollout, precompute, reward), a
+  ``HandleRetriever`` on the Serve app's deployment handle (same ``asearch`` / ``search``; concurrent
+  searches of one caller go out as one call), or the HTTP client when ``retriever.use_handle`` is off
 """

@@ -55,9 +55,11 @@ def passage_text(title: str, text: str) -> str:
 class EmbedPassages:
     """Ray Data actor: loads the encoder once, then embeds batches of doc-store rows."""
 
-    def __init__(self, encoder: dict[str, Any]):
+    def __init__(self, encoder: dict[str, Any], torch_threads: int, actors: int):
+        from s3ray.cluster import set_torch_threads
         from s3ray.retrieval.encoder import load_encoder
 
+        set_torch_threads(torch_threads, sharers=actors)
         self.enc = EncoderConfig.model_validate(encoder)
         self.model = load_encoder(self.enc)
 
@@ -201,11 +203,18 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     ds = ray.data.read_parquet(str(index_dir / DOCS_FILE), columns=["row", "shard", "id", "title", "text"])
     if len(todo) < len(sizes):
         ds = ds.filter(expr=col("shard").is_in(todo))
-    # Shard-sized blocks: every actor of the pool gets work, and shards complete one after another.
-    ds = ds.repartition(target_num_rows_per_block=cfg.index.shard_rows)
+    # Blocks of at most a shard, the same number for every actor of the pool, so all actors work until
+    # the end (a shard may span two blocks: its rows are gathered below).
+    actors, rows = cfg.index.embed_actors, sum(sizes[s] for s in todo)
+    blocks = actors * -(-rows // (actors * cfg.index.shard_rows))
+    ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     ds = ds.map_batches(
-        EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(mode="json")},
-        batch_size=cfg.encoder.batch_size, batch_format="numpy",
+        EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(mode="json"),
+                                              "torch_threads": cfg.index.embed_torch_threads,
+                                              "actors": cfg.index.embed_actors},
+        # A whole block per call: the encoder sorts a call's passages by length, so its own batches
+        # (encoder.batch_size) pad little, as a single-process encode of the whole corpus does.
+        batch_size=None, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.index.embed_actors),
         num_cpus=cfg.index.embed_num_cpus, num_gpus=cfg.index.embed_num_gpus)
     # Blocks may arrive out of order: gather rows per shard, write a shard once all its rows are in.

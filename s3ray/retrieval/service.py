@@ -1,10 +1,13 @@
 """The retriever as a Ray Serve app, speaking the Search-R1 / s3 retrieval contract.
 
 ``POST /retrieve`` with ``{"queries": [...], "topk": 3, "return_scores": true}`` answers
-``{"result": [[{"document": {id, contents, title, text}, "score": s}, ...], ...]}``, one list per query
-ordered by score; with ``return_scores`` false (Search-R1's default) each hit is the bare document.
-``contents`` keeps the wiki-18 form (quoted title line, then the text) so Search-R1 / s3 clients work
-unchanged; ``title`` and ``text`` save them the parsing. ``GET /retrieve/health`` says the index is up.
+``{"result": [[{"document": {id, contents}, "score": s}, ...], ...]}``, one list per query ordered by
+score; with ``return_scores`` false (Search-R1's default) each hit is the bare document. ``contents``
+is the wiki-18 corpus row (quoted title line, then the text), exactly what Search-R1 / s3 clients parse.
+``GET /retrieve/health`` says the index is up.
+
+Callers inside the cluster skip HTTP: :mod:`s3ray.retrieval.handle` calls the deployment's ``search``
+method through a Serve handle and gets :class:`~s3ray.types.Doc` objects back.
 
 One FastAPI ingress deployment holds the searcher. Every query of every request goes through one
 ``@serve.batch`` method, so concurrent requests (and multi-query requests) are encoded and searched
@@ -64,7 +67,7 @@ def parse_retrieve_request(body: Any, *, max_topk: int, max_queries: int, defaul
 
 
 def document(doc: Doc) -> dict[str, str]:
-    return {"id": doc.id, "contents": doc.contents, "title": doc.title, "text": doc.text}
+    return {"id": doc.id, "contents": doc.contents}
 
 
 def response_body(results: list[list[Doc]], return_scores: bool) -> dict[str, Any]:
@@ -95,6 +98,7 @@ def _retriever_class():
     """The Serve deployment class (built lazily so importing this module does not import Ray Serve)."""
     from fastapi import FastAPI, Request
     from ray import serve
+    from starlette.responses import JSONResponse
 
     from s3ray.retrieval.searchers import load_searcher
 
@@ -106,7 +110,10 @@ def _retriever_class():
     @serve.ingress(api)
     class Retriever:
         def __init__(self, cfg_dict: dict):
+            from s3ray.cluster import set_torch_threads
+
             cfg = config_from_dict(cfg_dict)
+            set_torch_threads(cfg.retriever.torch_threads)
             self.retriever = cfg.retriever
             self.searcher = load_searcher(cfg)
             # One search thread: torch (OpenMP) keeps one warm thread team instead of one per calling
@@ -125,6 +132,10 @@ def _retriever_class():
                                                  [q for q, _ in items], k)
             return [docs[:k] for docs, (_, k) in zip(results, items, strict=True)]
 
+        async def search(self, queries: list[str], k: int) -> list[list[Doc]]:
+            """The deployment-handle entry (:mod:`s3ray.retrieval.handle`): the queries join the batch."""
+            return list(await asyncio.gather(*(self.search_batch((q, k)) for q in queries)))
+
         @api.get("/health")
         async def health(self) -> dict[str, Any]:
             return {"status": "ok", "backend": self.retriever.backend, "rows": self.searcher.rows}
@@ -138,8 +149,8 @@ def _retriever_class():
                                              default_topk=r.default_topk, max_query_chars=r.max_query_chars)
             except BadRequest as err:
                 return serving.error_response(err)
-            results = await asyncio.gather(*(self.search_batch((q, req.topk)) for q in req.queries))
-            return response_body(list(results), req.return_scores)
+            # Serialised once by json (a returned dict would go through FastAPI's field-by-field encoder).
+            return JSONResponse(response_body(await self.search(req.queries, req.topk), req.return_scores))
 
     return Retriever
 

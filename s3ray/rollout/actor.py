@@ -50,14 +50,16 @@ class RolloutActor:
     def __init__(self, cfg: dict[str, Any], model_dir: str, index: int = 0):
         from transformers import AutoTokenizer
 
-        from s3ray.retrieval.client import RetrieverClient
+        from s3ray.cluster import set_torch_threads
+        from s3ray.retrieval.handle import in_cluster_retriever
 
         self.cfg = config_from_dict(cfg)
+        set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
         self.index = index
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
         self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
-        self.retriever = RetrieverClient.from_config(self.cfg)
+        self.retriever = in_cluster_retriever(self.cfg)
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
         self.pushed_version: int | None = None  # None: the model folder's weights (a fresh or restarted actor)

@@ -40,6 +40,6 @@ def test_invalid_requests_say_why(body, message):
 
 def test_response_shapes_match_search_r1():
     docs = [[Doc("d1", "Title", "Text.", 0.5)]]
-    document = {"id": "d1", "contents": '"Title"\nText.', "title": "Title", "text": "Text."}
+    document = {"id": "d1", "contents": '"Title"\nText.'}
     assert response_body(docs, True) == {"result": [[{"document": document, "score": 0.5}]]}
     assert response_body(docs, False) == {"result": [[document]]}

@@ -53,15 +53,45 @@ def test_concurrent_calls_are_batched_and_match_single_runs(engine):
         return await asyncio.gather(*(engine.generate(p, SamplingParams(greedy=True, max_tokens=n))
                                       for p, n in zip(prompts, budgets, strict=True)))
 
-    before = len(engine.wave_sizes)
+    before = len(engine.admissions)
     outs = asyncio.run(together())
-    assert engine.wave_sizes[before:] == [len(prompts)]  # one wave for all four callers
+    assert engine.admissions[before:] == [(len(prompts), 0)]  # one batch for all four callers
     for prompt, n, out in zip(prompts, budgets, outs, strict=True):
         alone = generate_all(engine, [prompt], SamplingParams(greedy=True, max_tokens=n))[0]
         assert alone.token_ids == out.token_ids  # left padding and leaving the batch change nothing
         assert alone.logprobs == pytest.approx(out.logprobs, abs=1e-4)
         assert len(out.token_ids) == n and out.finish_reason == "length"
     assert asyncio.run(together()) == outs  # greedy is deterministic
+
+
+def test_a_request_joins_the_running_batch_and_leaves_it_first(engine):
+    """Continuous batching: a call made while a long one decodes joins its batch between two steps,
+    finishes first, and gets what it would alone."""
+    long_prompt, short_prompt = encode(engine, PROMPTS[0]), encode(engine, PROMPTS[1])
+    alone = generate_all(engine, [short_prompt], SamplingParams(greedy=True, max_tokens=4))[0]
+    long_alone = generate_all(engine, [long_prompt], SamplingParams(greedy=True, max_tokens=60))[0]
+    finished: list[str] = []
+
+    async def scenario():
+        async def call(name, prompt, n):
+            out = await engine.generate(prompt, SamplingParams(greedy=True, max_tokens=n))
+            finished.append(name)
+            return out
+
+        long_call = asyncio.ensure_future(call("long", long_prompt, 60))
+        while not engine._waiting and len(engine.admissions) == before:  # the long call is decoding
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        short = await call("short", short_prompt, 4)
+        return short, await long_call
+
+    before = len(engine.admissions)
+    short, long = asyncio.run(scenario())
+    assert engine.admissions[before:] == [(1, 0), (1, 1)]  # the short call joined one running row
+    assert finished == ["short", "long"] and len(long.token_ids) == 60
+    for out, ref in ((short, alone), (long, long_alone)):  # joining and leaving change no row's output
+        assert out.token_ids == ref.token_ids
+        assert out.logprobs == pytest.approx(ref.logprobs, abs=1e-4)
 
 
 def test_logprobs_are_the_models_at_the_sampling_temperature(engine):
