@@ -16,6 +16,7 @@ documented exception: with top_p < 1, vLLM reports the nucleus-renormalised logp
 from __future__ import annotations
 
 import asyncio
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -129,6 +130,10 @@ class HFEngine:
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        # transformers renamed the KV-cache argument and output from past_key_values to cache (5.2x);
+        # both spellings are within our supported range (>=5.0,<6).
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+            else "past_key_values"
         self.model.to(device).eval()
         self.device = torch.device(device)
         eos = self.model.generation_config.eos_token_id
@@ -223,7 +228,7 @@ class HFEngine:
                 step = torch.tensor(batch.tokens, dtype=torch.long, device=self.device)[:, None]
                 batch.mask = torch.cat([batch.mask, torch.ones_like(step)], dim=1)
                 out = self.model(input_ids=step, attention_mask=batch.mask, position_ids=batch.next_pos,
-                                 cache=batch.cache, use_cache=True)
+                                 use_cache=True, **{self._cache_arg: batch.cache})
                 batch.next_pos = batch.next_pos + 1
                 batch.tokens = self._sample_rows(out.logits[:, -1, :], batch.requests)
             if joining:
@@ -247,7 +252,7 @@ class HFEngine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1)
         tokens = self._sample_rows(out.logits[:, -1, :], requests)
-        return _Batch(list(requests), out.cache, mask, positions[:, -1:] + 1, tokens)
+        return _Batch(list(requests), getattr(out, self._cache_arg), mask, positions[:, -1:] + 1, tokens)
 
     def _sample_rows(self, logits, requests: list[_Request]) -> list[int]:
         tokens, logprobs = self._sample(logits.float(), [r.sampling for r in requests])
