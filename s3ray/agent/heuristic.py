@@ -17,9 +17,10 @@ naive RAG.
    such a search it selects the new docs whose title shares a word with the query;
 3. it stops when its ``max_turns`` searches are spent or nothing is left to search.
 
-``format`` (the learning check): one search, naming an entity of the best-ranked doc drawn at random
-(seeded by the question), and the selection is the top result. It teaches the tag format and the query
-form, not which entity to name: that is left for RL to discover.
+``format`` (the learning check): it keeps the best-ranked turn-0 doc (``<important_info>[1]`` before
+its query, which claims block 0), searches once, naming an entity of that doc drawn at random (seeded
+by the question), and keeps the top result. It teaches the tag format and the query form, not which
+entity to name: that is left for RL to discover.
 
 Deterministic and always well-formed, so warm-start episodes show the format the RL policy must keep.
 """
@@ -152,7 +153,8 @@ def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "brid
         plan = [entity_query(e) for e in _rng(question_text).sample(entities, min(1, len(entities)))]
     else:  # the question itself (for the docs naive RAG's k cut off), then the entities it names
         plan = [question_text] + [entity_query(e) for e in candidate_entities(initial, question_text)]
-    ids = None
+    # format: keep the best-ranked turn-0 doc (a selection before the first query claims block 0)
+    ids = [1] if teacher == "format" and initial and not issued else None
     if len(blocks) > 1 and issued:  # after a search: select from its results
         seen = {title.lower() for block in blocks[:-1] for title, _ in block}
         if teacher == "format":

@@ -8,7 +8,11 @@ Every question is a bridge question, "In which city was the founder of <Company>
   company; passages of people who founded nothing read the same.
 
 One-sentence company passages keep the generator (the extractive reader answers with its best few
-sentences) from filling its answer with sentences about the company alone.
+sentences) from filling its answer with sentences about the company alone. People's passages all read
+alike ("X was born in the city of Y"), so naive RAG's top 3 usually holds people who are not the founder
+and whose birth sentences crowd the reader's answer: the context that answers is the company's passage
+and the founder's, without the rest, which s3's selection can express (``<important_info>`` before the
+first query selects from the turn-0 docs).
 
 Naive RAG retrieves the company's passage (and passages of its partners), never the founder's, so it
 cannot answer by construction: the company's passage never names the founder's birth city. A searcher that
@@ -60,9 +64,9 @@ def _passage(pid: str, title: str, sentences: list[str]) -> dict:
     return {"id": pid, "contents": f'"{title}"\n' + " ".join(sentences)}
 
 
-def _person(pid: str, name: str, city: str, role: str, rng: random.Random) -> dict:
-    return _passage(pid, name, [f"{name}, {role}, was born in the city of {city}.",
-                                f"{name} studied {rng.choice(_FIELDS)}."])
+def _person(pid: str, name: str, city: str, rng: random.Random) -> dict:
+    return _passage(pid, name, [f"{name} was born in the city of {city}.",
+                                f"{name} worked as a {rng.choice(_JOBS)} and studied {rng.choice(_FIELDS)}."])
 
 
 def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int = 300,
@@ -88,12 +92,12 @@ def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int
         rng.shuffle(clauses)
         company_id, founder_id = f"bw-c{i:05d}", f"bw-f{i:05d}"
         corpus.append(_passage(company_id, company, [f"{company} is a company {', '.join(clauses)}."]))
-        corpus.append(_person(founder_id, founder, birth[founder], "a company founder", rng))
+        corpus.append(_person(founder_id, founder, birth[founder], rng))
         questions.append({"id": f"bridge-{i:05d}", "question": QUESTION.format(company=company),
                           "golden_answers": [birth[founder]], "type": "bridge",
                           "supporting_passage_ids": [company_id, founder_id]})
     for j, person in enumerate(others):
-        corpus.append(_person(f"bw-p{j:05d}", person, birth[person], f"a {rng.choice(_JOBS)}", rng))
+        corpus.append(_person(f"bw-p{j:05d}", person, birth[person], rng))
     rng.shuffle(corpus)
     return BridgeWorld(corpus, questions)
 

@@ -60,7 +60,7 @@ def test_format_teacher_draws_one_entity_per_question_and_searches_once():
     cfg = CFG.model_copy(update={"max_turns": 3})
     text = episode([], [[FILM, OTHER]])
     first = parse_turn(heuristic_turn(text, cfg, teacher="format"))
-    assert first.kind == "search"
+    assert first.kind == "search" and first.important_info == [1]  # keeps the top turn-0 doc
     assert first.query.removeprefix("who is ") in candidate_entities([(FILM.title, FILM.text)], QUESTION)
     assert heuristic_turn(text, cfg, teacher="format") == heuristic_turn(text, cfg, teacher="format")
     after = episode([f'<query>{{"query": "{first.query}"}}</query>'], [[FILM, OTHER], [TEMPLE]])
