@@ -69,5 +69,5 @@ def test_accuracy_depends_on_the_context(reader):
     question = "Where was the engineer who designed the Eiffel Tower born?"
     bridge = Doc("4", "Gustave Eiffel", "Alexandre Gustave Eiffel was a French civil engineer. He was born "
                  "in Dijon, in the Cote-d'Or.")
-    assert "Dijon" not in three.answer(question, DOCS)
-    assert "Dijon" in three.answer(question, DOCS + [bridge])
+    assert "Dijon" not in three.answer(question, DOCS[1:])
+    assert "Dijon" in three.answer(question, DOCS[1:] + [bridge])
