@@ -75,7 +75,7 @@ class S3Gatherer(ContextGatherer):
             from s3ray.rollout.pool import create_pool
 
             init_ray(self.cfg)
-            self._pool = create_pool(self.cfg, self.model_dir)
+            self._pool = create_pool(self.cfg, self.model_dir, name=f"rollout_pool_{self.name}")
         return self._pool
 
     async def gather(self, questions: list[Question]) -> list[GatheredContext]:

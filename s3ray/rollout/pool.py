@@ -193,12 +193,13 @@ class RolloutPool:
         return results
 
 
-def create_pool(cfg: S3Config, model_dir: str | Path):
-    """Start the named pool (an old one, from an earlier run in this namespace, is replaced)."""
+def create_pool(cfg: S3Config, model_dir: str | Path, name: str = POOL_NAME):
+    """Start the pool named ``name`` (an old one, from an earlier run in this namespace, is replaced).
+    Pools that may run at once need their own names: the inference stage runs one per s3 row."""
     import ray
 
     try:
-        old = ray.get_actor(POOL_NAME)
+        old = ray.get_actor(name)
     except ValueError:
         old = None
     if old is not None:
@@ -206,9 +207,9 @@ def create_pool(cfg: S3Config, model_dir: str | Path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the name is released once the kill is processed
             try:
-                ray.get_actor(POOL_NAME)
+                ray.get_actor(name)
             except ValueError:
                 break
             time.sleep(0.2)
-    return ray.remote(RolloutPool).options(name=POOL_NAME, num_cpus=0, max_restarts=0).remote(
+    return ray.remote(RolloutPool).options(name=name, num_cpus=0, max_restarts=0).remote(
         cfg.to_dict(), str(model_dir))
