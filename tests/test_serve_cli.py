@@ -67,10 +67,18 @@ def cluster(tmp_path_factory, session_cfg, data_dir):
     head.stop()
 
 
+@pytest.fixture(scope="module")
+def http_port():
+    """One proxy port for both YAMLs: Serve's proxy keeps the port it started with for as long as Serve
+    runs on the cluster, so a second `serve run` with another port would be unreachable if the first
+    one's shutdown left Serve up."""
+    return free_port()
+
+
 @pytest.mark.parametrize("name", ["retriever", "generator_reader"])
-def test_serve_run_starts_the_cpu_yaml(name, cluster, session_cfg, index_dir, tmp_path):
+def test_serve_run_starts_the_cpu_yaml(name, cluster, session_cfg, index_dir, tmp_path, http_port):
     config = yaml.safe_load((REPO / "serve_configs" / f"{name}.yaml").read_text())
-    port = free_port()
+    port = http_port
     config["http_options"]["port"] = port  # the YAML's 8000 may be taken on a shared machine
     [app] = config["applications"]
     # This machine's paths on top of the YAML's own settings (the test's small corpus and its index).
