@@ -118,11 +118,15 @@ def copy_examples(texts: Iterable[str], tokenizer, context_tokens: int = 64) -> 
     out = []
     for text in texts:
         ids = tokenizer.encode(" ".join(text.split()), add_special_tokens=False)[:context_tokens]
-        names = sorted({t for t in ids[1:] if tokenizer.decode([t])[:2].strip()[:1].isupper()
-                        and tokenizer.decode([t]).startswith(" ")})
+        names = sorted({t for t in ids[1:] if _is_capitalised_word(tokenizer.decode([t]))})
         if names:
             out.append((ids + cue, names))
     return out
+
+
+def _is_capitalised_word(piece: str) -> bool:
+    """A token that starts a capitalised word inside the text (" Temple"), as names do."""
+    return piece.startswith(" ") and piece[1:2].isupper()
 
 
 def pretrain_copying(model, examples: list[tuple[list[int], list[int]]], steps: int, lr: float = 3e-3,
@@ -171,14 +175,15 @@ def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) ->
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     try:
-        texts = [*corpus_texts(corpus_path), *searcher_format_texts()]
+        corpus = list(corpus_texts(corpus_path))  # read once: the tokenizer and the copy examples
+        texts = [*corpus, *searcher_format_texts()]
         tokenizer = build_tokenizer(texts, cfg.vocab_size)
         model = build_model(cfg, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id)
         model.generation_config.eos_token_id = [tokenizer.eos_token_id,
                                                 tokenizer.convert_tokens_to_ids(IM_END)]
         model.generation_config.pad_token_id = tokenizer.eos_token_id
         if cfg.copy_pretrain_steps:
-            examples = copy_examples(corpus_texts(corpus_path), tokenizer)
+            examples = copy_examples(corpus, tokenizer)
             losses = pretrain_copying(model, examples, cfg.copy_pretrain_steps, seed=cfg.seed)
             log.info("tiny model: %d copy-pretraining steps, loss %.3f -> %.3f", len(losses),
                      losses[0], sum(losses[-20:]) / len(losses[-20:]))

@@ -14,8 +14,8 @@ and whose birth sentences crowd the reader's answer: the context that answers is
 and the founder's, without the rest, which s3's selection can express (``<important_info>`` before the
 first query selects from the turn-0 docs).
 
-Naive RAG retrieves the company's passage (and passages of its partners), never the founder's, so it
-cannot answer by construction: the company's passage never names the founder's birth city. A searcher that
+Naive RAG retrieves the company's passage (and other people's), never the founder's, so it cannot
+answer by construction: the company's passage never names the founder's birth city. A searcher that
 reads the company's passage and queries the founder's name finds it. Which name to query is the one
 thing the searcher must learn; every candidate name it could copy from the initial docs is equally
 well-formed.
