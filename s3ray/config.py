@@ -310,7 +310,8 @@ class WarmStartConfig(Section):
     # the warm start teaches the tag format and query form only (see s3ray/agent/heuristic.py)
     teacher: Literal["bridge", "format"] = "bridge"
     epochs: int = Field(2, ge=1)
-    num_questions: int = Field(256, ge=1)
+    num_questions: int = Field(256, ge=1)  # RL trains on the other questions when enough are left
+    samples_per_question: int = Field(1, ge=1)  # teacher episodes per question (format: one per draw)
     lr: float = 1e-3
     batch_size: int = Field(8, ge=1)
 
@@ -407,6 +408,9 @@ class BridgeWorldConfig(Section):
     num_companies: int = Field(300, ge=4)  # one bridge question each
     num_cities: int = Field(40, ge=4)
     extra_people: int = Field(300, ge=0)  # passages of people who founded nothing: distractors
+    num_founders: int | None = Field(None, ge=2)  # None: one per company; fewer: each founds several
+    company_facts: int = Field(4, ge=2, le=4)  # the founder and up to 3 more (city, partner, product)
+    shuffle_facts: bool = True  # false: the founder is always the company passage's first entity
     dev_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     seed: int = 0
 

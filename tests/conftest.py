@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -25,9 +26,21 @@ SMALL_DISTRACTORS = 600
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and likely still free when a test binds it, possibly minutes later: drawn below
+    the kernel's ephemeral range (which outgoing connections take from: in CI, one took the session's
+    Serve port before the services fixture started) and above Ray's worker ports (10002-19999)."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, ephemeral_low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in [20000, {ephemeral_low})")
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:

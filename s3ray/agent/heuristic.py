@@ -18,9 +18,11 @@ naive RAG.
 3. it stops when its ``max_turns`` searches are spent or nothing is left to search.
 
 ``format`` (the learning check): it keeps the best-ranked turn-0 doc (``<important_info>[1]`` before
-its query, which claims block 0), searches once, naming an entity of that doc drawn at random (seeded
-by the question), and keeps the top result. It teaches the tag format and the query form, not which
-entity to name: that is left for RL to discover.
+its query, which claims block 0), searches once, naming an entity of that doc, and keeps the top
+result. Which entity: the ``draw``-th of a permutation of the doc's entities seeded by the question, so
+that the episodes of one question with draws 0..n-1 name each entity equally often. A model trained on
+them learns the tag format and the query form with every entity equally likely, not which entity to
+name: that is left for RL to discover.
 
 Deterministic and always well-formed, so warm-start episodes show the format the RL policy must keep.
 """
@@ -134,8 +136,9 @@ def _rng(question: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big"))
 
 
-def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "bridge") -> str:
-    """The next turn for an episode whose decoded text (prompt and turns so far) is ``episode_text``."""
+def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "bridge", draw: int = 0) -> str:
+    """The next turn for an episode whose decoded text (prompt and turns so far) is ``episode_text``;
+    ``draw`` picks the ``format`` teacher's entity (module docstring)."""
     _, found, loop_text = episode_text.partition(SENTINEL)
     if teacher not in ("bridge", "format"):
         raise ValueError(f"unknown warm-start teacher {teacher!r}; known: bridge, format")
@@ -148,9 +151,10 @@ def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "brid
     blocks = information_blocks(loop_text)
     issued = past_queries(loop_text)
     initial = blocks[0] if blocks else []
-    if teacher == "format":  # one search, naming a random entity of the best-ranked doc
+    if teacher == "format":  # one search, naming an entity of the best-ranked doc
         entities = candidate_entities(initial[:1], question_text)
-        plan = [entity_query(e) for e in _rng(question_text).sample(entities, min(1, len(entities)))]
+        _rng(question_text).shuffle(entities)
+        plan = [entity_query(entities[draw % len(entities)])] if entities and not issued else []
     else:  # the question itself (for the docs naive RAG's k cut off), then the entities it names
         plan = [question_text] + [entity_query(e) for e in candidate_entities(initial, question_text)]
     # format: keep the best-ranked turn-0 doc (a selection before the first query claims block 0)

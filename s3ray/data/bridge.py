@@ -3,9 +3,12 @@
 Every question is a bridge question, "In which city was the founder of <Company> born?":
 
 - the company's passage (title: the company) is one sentence naming its founder among other
-  entities (its headquarters city, a partner company, a product), in a shuffled order;
-- the founder's passage (title: the founder) says where the founder was born, and never names the
-  company; passages of people who founded nothing read the same.
+  entities (its headquarters city, a partner company, a product: ``company_facts`` of them), in a
+  shuffled order or (``shuffle_facts=False``) always in that order;
+- the founder's passage (title: the founder) says where the founder was born, and never names a
+  company; passages of people who founded nothing read the same. With ``num_founders`` below the
+  number of companies, founders found several companies each: a searcher meets their names often,
+  and must still read which one the company's passage names.
 
 One-sentence company passages keep the generator (the extractive reader answers with its best few
 sentences) from filling its answer with sentences about the company alone. People's passages all read
@@ -20,7 +23,7 @@ reads the company's passage and queries the founder's name finds it. Which name 
 thing the searcher must learn; every candidate name it could copy from the initial docs is equally
 well-formed.
 
-Names are made of syllables, unique in the world, and the world is fully determined by the seed.
+Names are made of syllables, each names one thing, and the world is fully determined by the seed.
 Files are written in the layouts the rest of s3ray reads: a ``contents`` JSONL corpus and FlashRAG
 question files with ``supporting_passage_ids``. ``s3ray generate-bridge`` writes them (the first stage of
 the ``learning_check`` preset); the sizes are ``bridge_world.*`` in the config.
@@ -70,29 +73,41 @@ def _person(pid: str, name: str, city: str, rng: random.Random) -> dict:
 
 
 def make_world(num_companies: int = 300, num_cities: int = 40, extra_people: int = 300,
+               num_founders: int | None = None, company_facts: int = 4, shuffle_facts: bool = True,
                seed: int = 0) -> BridgeWorld:
-    """Companies with founders, the founders' passages, and passages of people who founded nothing."""
-    if num_companies < 4 or num_cities < 4:
-        raise ValueError("a bridge world needs at least 4 companies and 4 cities")
+    """Companies with founders, the founders' passages, and passages of people who founded nothing.
+    ``num_founders`` below ``num_companies``: founders found several companies each. A company's
+    passage states its first ``company_facts`` facts (founder, city, partner, product), in a shuffled
+    order unless ``shuffle_facts`` is false."""
+    num_founders = num_companies if num_founders is None else num_founders
+    if num_companies < 4 or num_cities < 4 or not 2 <= num_founders <= num_companies:
+        raise ValueError("a bridge world needs at least 4 companies, 4 cities and 2 to num_companies founders")
+    if not 2 <= company_facts <= 4:
+        raise ValueError(f"company_facts must be 2 to 4 (the founder and 1 to 3 other facts), got {company_facts}")
     rng = random.Random(seed)
     taken: set[str] = set()
     companies = _names(rng, num_companies, taken)
-    founders = _names(rng, num_companies, taken)
+    people = _names(rng, num_founders, taken)
+    founders = [people[i % num_founders] for i in range(num_companies)]
+    rng.shuffle(founders)
     others = _names(rng, extra_people, taken)
     products = _names(rng, num_companies, taken)
     cities = _names(rng, num_cities, taken)
     corpus: list[dict] = []
     questions: list[dict] = []
-    birth = {person: rng.choice(cities) for person in founders + others}
+    birth = {person: rng.choice(cities) for person in people + others}
+    founder_ids = {person: f"bw-f{j:05d}" for j, person in enumerate(people)}
+    for person, pid in founder_ids.items():
+        corpus.append(_person(pid, person, birth[person], rng))
     for i, (company, founder, product) in enumerate(zip(companies, founders, products, strict=True)):
         hq = rng.choice([c for c in cities if c != birth[founder]])
         partner = companies[(i + 1 + rng.randrange(num_companies - 1)) % num_companies]
         clauses = [f"founded by {founder}", f"headquartered in {hq}", f"working with {partner}",
-                   f"known for the {product}"]
-        rng.shuffle(clauses)
-        company_id, founder_id = f"bw-c{i:05d}", f"bw-f{i:05d}"
+                   f"known for the {product}"][:company_facts]
+        if shuffle_facts:
+            rng.shuffle(clauses)
+        company_id, founder_id = f"bw-c{i:05d}", founder_ids[founder]
         corpus.append(_passage(company_id, company, [f"{company} is a company {', '.join(clauses)}."]))
-        corpus.append(_person(founder_id, founder, birth[founder], rng))
         questions.append({"id": f"bridge-{i:05d}", "question": QUESTION.format(company=company),
                           "golden_answers": [birth[founder]], "type": "bridge",
                           "supporting_passage_ids": [company_id, founder_id]})
@@ -130,6 +145,7 @@ def generate(cfg) -> None:
     w = cfg.bridge_world
     world = write_world(cfg.corpus.path, cfg.data.train[0].path, cfg.data.dev[0].path,
                         dev_fraction=w.dev_fraction, num_companies=w.num_companies,
-                        num_cities=w.num_cities, extra_people=w.extra_people, seed=w.seed)
+                        num_cities=w.num_cities, extra_people=w.extra_people, num_founders=w.num_founders,
+                        company_facts=w.company_facts, shuffle_facts=w.shuffle_facts, seed=w.seed)
     logging.getLogger(__name__).info("bridge world: %d passages, %d questions -> %s", len(world.corpus),
                                      len(world.questions), cfg.corpus.path.parent)

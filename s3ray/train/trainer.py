@@ -265,9 +265,11 @@ def train(cfg: S3Config) -> Path:
     try:
         init_dir = model_dir
         if tc.warm_start.enabled:
-            from s3ray.train.warm_start import warm_start
+            from s3ray.train.warm_start import warm_start, warm_start_questions
 
-            init_dir = warm_start(cfg, pool, questions, model_dir)
+            warm, questions = warm_start_questions(questions, cfg)
+            init_dir = warm_start(cfg, pool, warm, model_dir)
+            log.info("RL on %d questions", len(questions))
         run_trainer(cfg, pool, questions, init_dir)
     finally:
         ray.kill(pool)

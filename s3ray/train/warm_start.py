@@ -62,8 +62,21 @@ def supervised_epochs(model: torch.nn.Module, episodes: Sequence[Any], ws: WarmS
     return epoch_losses
 
 
-def warm_start(cfg: S3Config, pool, questions: Sequence[Question], base_model_dir: Path) -> Path:
-    """Run the warm start once (its folder is reused by later runs) and return the warm model's folder."""
+def warm_start_questions(questions: Sequence[Question], cfg: S3Config) -> tuple[list[Question], list[Question]]:
+    """(the warm start's questions, RL's): a seeded ``warm_start.num_questions`` of them, and the rest
+    for RL when at least a batch is left (RL on questions the warm start fitted would start from
+    memorised teacher turns), else all of them."""
+    picked = list(questions)
+    random.Random(cfg.train.seed).shuffle(picked)
+    picked = picked[:cfg.train.warm_start.num_questions]
+    chosen = {q.id for q in picked}
+    rest = [q for q in questions if q.id not in chosen]
+    return picked, rest if len(rest) >= cfg.train.batch_size else list(questions)
+
+
+def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: Path) -> Path:
+    """Run the warm start once on ``picked`` (its folder is reused by later runs) and return the warm
+    model's folder."""
     import mlflow
     import ray
 
@@ -75,12 +88,10 @@ def warm_start(cfg: S3Config, pool, questions: Sequence[Question], base_model_di
         log.info("warm start: reusing %s", model_dir)
         return model_dir
     ws = cfg.train.warm_start
-    picked = list(questions)
-    random.Random(cfg.train.seed).shuffle(picked)
-    picked = picked[:ws.num_questions]
-    log.info("warm start: heuristic episodes for %d questions", len(picked))
+    log.info("warm start: %d heuristic episodes for each of %d questions", ws.samples_per_question, len(picked))
     t0 = time.perf_counter()
-    episodes = ray.get(pool.run.remote([q.to_dict() for q in picked], policy="heuristic", with_reward=False))
+    episodes = ray.get(pool.run.remote([q.to_dict() for q in picked], policy="heuristic", with_reward=False,
+                                       samples_per_question=ws.samples_per_question))
     rollout_s = time.perf_counter() - t0
     if not episodes:
         raise RuntimeError("warm start: the heuristic searcher returned no episodes")

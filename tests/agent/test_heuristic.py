@@ -56,13 +56,16 @@ def test_bridge_teacher_selects_the_entitys_passage_and_stops_when_its_searches_
     assert nothing_new.important_info == []  # claimed, so the unhelpful block adds no doc
 
 
-def test_format_teacher_draws_one_entity_per_question_and_searches_once():
+def test_format_teacher_names_each_entity_once_over_its_draws_and_searches_once():
     cfg = CFG.model_copy(update={"max_turns": 3})
     text = episode([], [[FILM, OTHER]])
-    first = parse_turn(heuristic_turn(text, cfg, teacher="format"))
-    assert first.kind == "search" and first.important_info == [1]  # keeps the top turn-0 doc
-    assert first.query.removeprefix("who is ") in candidate_entities([(FILM.title, FILM.text)], QUESTION)
-    assert heuristic_turn(text, cfg, teacher="format") == heuristic_turn(text, cfg, teacher="format")
+    entities = candidate_entities([(FILM.title, FILM.text)], QUESTION)
+    assert len(entities) >= 2
+    turns = [parse_turn(heuristic_turn(text, cfg, teacher="format", draw=d)) for d in range(len(entities))]
+    assert all(t.kind == "search" and t.important_info == [1] for t in turns)  # keeps the top turn-0 doc
+    assert sorted(t.query.removeprefix("who is ") for t in turns) == sorted(entities)
+    assert heuristic_turn(text, cfg, teacher="format", draw=len(entities)) == heuristic_turn(text, cfg, teacher="format")
+    first = turns[0]
     after = episode([f'<query>{{"query": "{first.query}"}}</query>'], [[FILM, OTHER], [TEMPLE]])
     done = parse_turn(heuristic_turn(after, cfg, teacher="format"))
     assert done.kind == "complete" and done.important_info == [1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s3ray.config import DatasetSpec
 from s3ray.data.bridge import make_world, write_world
 from s3ray.data.qa import load_questions
@@ -45,3 +47,18 @@ def test_written_files_load_as_questions_and_dev_names_no_training_company(tmp_p
     assert not {q.question for q in train} & {q.question for q in dev}
     first = json.loads(paths[2].read_text().splitlines()[0])
     assert first["supporting_passage_ids"] and first["type"] == "bridge"
+
+
+def test_shared_founders_found_several_companies_and_facts_can_be_fewer():
+    world = make_world(num_companies=40, extra_people=10, num_founders=8, company_facts=2, seed=2)
+    docs = passages(world)
+    assert len(docs) == 40 + 8 + 10
+    founders = {q["supporting_passage_ids"][1] for q in world.questions}
+    assert len(founders) == 8  # every founder founds 5 companies
+    for q in world.questions:
+        company, text = docs[q["supporting_passage_ids"][0]]
+        founder, founder_text = docs[q["supporting_passage_ids"][1]]
+        assert f"founded by {founder}" in text and "headquartered in" in text and "working with" not in text
+        assert q["golden_answers"][0] in founder_text and q["golden_answers"][0] not in text
+    with pytest.raises(ValueError, match="company_facts"):
+        make_world(num_companies=40, company_facts=5)

@@ -174,3 +174,20 @@ def test_heuristic_engine_writes_the_rule_based_turns(engine):
     assert ep.turns[1]["ids"] == [1, 2] and ep.turns[2]["ids"] == [1, 2]
     assert [d.id for d in ep.context[:2]] == ["Who-directed-the-film-Jaws?-1", "Who-directed-the-film-Jaws?-2"]
     assert ep.context[2].id == "who-is-Steven-Spielberg-1"
+
+
+def test_heuristic_engine_gives_each_sample_of_a_question_the_next_draw(engine):
+    cfg = AgentConfig(max_turns=1, search_k=1, max_doc_tokens=16, max_turn_tokens=64)
+    heuristic = HeuristicEngine(engine.tokenizer, cfg, teacher="format")
+    question = Question("q", "Who directed the film Jaws?", ("Spielberg",), "test")
+    docs = [Doc("d1", "Jaws", "Jaws is a 1975 film by Steven Spielberg, made for Universal Pictures.")]
+
+    def queries(n: int) -> list[str]:
+        async def run():
+            return await asyncio.gather(*[run_episode(question, docs, heuristic, FakeRetriever(), engine.tokenizer,
+                                                      cfg, SamplingParams(greedy=True), i) for i in range(n)])
+        return [ep.queries[0] for ep in asyncio.run(run())]
+
+    first, again = queries(2), queries(2)
+    assert sorted(first) == ["who is Steven Spielberg", "who is Universal Pictures"]
+    assert first == again  # draws 2 and 3 repeat draws 0 and 1: two entities

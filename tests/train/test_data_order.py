@@ -26,3 +26,18 @@ def test_order_is_a_pure_function_of_step_and_seed():
 def test_a_batch_larger_than_the_data_is_refused():
     with pytest.raises(ValueError, match="larger than the 3 training questions"):
         step_question_indices(3, 1, 4, 0)
+
+
+def test_rl_trains_on_questions_the_warm_start_did_not_see_when_a_batch_is_left():
+    from s3ray.config import load_config
+    from s3ray.train.warm_start import warm_start_questions
+    from s3ray.types import Question
+
+    questions = [Question(f"q{i}", f"question {i}?", ("a",), "test") for i in range(20)]
+    cfg = load_config("test", ["train.warm_start.num_questions=12", "train.batch_size=8"])
+    warm, rl = warm_start_questions(questions, cfg)
+    assert len(warm) == 12 and len(rl) == 8 and not {q.id for q in warm} & {q.id for q in rl}
+    assert warm_start_questions(questions, cfg) == (warm, rl)  # seeded
+    cfg = load_config("test", ["train.warm_start.num_questions=16", "train.batch_size=8"])
+    warm, rl = warm_start_questions(questions, cfg)
+    assert len(warm) == 16 and rl == questions  # 4 left, fewer than a batch: RL uses them all
