@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install demo test test-all test-gpu gpu-check check-vllm-api bench lint clean
+.PHONY: install demo test test-all test-gpu gpu-check check-vllm-api headroom bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ gpu-check:
 # against vLLM 0.29.0 (the installed vllm's live objects, else the source of its downloaded wheel).
 check-vllm-api: install
 	$(BIN)/python tools/check_vllm_api.py $(ARGS)
+
+# How much any searcher could gain beyond naive RAG with this generator (after `make demo`, or `s3ray
+# index` with the same config): GenAcc with naive RAG's docs, the gold passages, and both.
+headroom: install
+	$(BIN)/python tools/gbr_headroom.py --config demo_cpu $(ARGS)
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)

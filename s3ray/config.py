@@ -176,6 +176,7 @@ class GeneratorConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
     reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
+    reader_cache_entries: int = Field(200_000, ge=0)  # sentence vectors kept per replica (~1.5 KB each); 0: none
 
 
 class JudgeConfig(Section):
@@ -329,16 +330,20 @@ class TrainConfig(Section):
     clip_ratio: float = 0.2
     value_clip: float = 0.5
     entropy_coef: float = 0.001
-    kl_coef: float = 0.001
+    kl_coef: float = 0.001  # PPO: a per-token reward penalty; GRPO: a loss term (train/losses.py)
     ppo_epochs: int = Field(1, ge=1)
     mini_batch_size: int = Field(30, ge=1)  # episodes per optimiser step, over all ranks
     micro_batch_size: int = Field(15, ge=1)  # episodes per forward/backward on one rank
-    logprob_chunk_tokens: int = Field(4096, ge=1)  # rows x positions whose full-vocabulary logits exist at once
+    logprob_chunk_tokens: int = Field(4096, ge=1)  # scored positions whose full-vocabulary logits exist at once
     grad_clip: float = 1.0
     whiten_advantages: bool = True
     critic_sees_observations: bool = False
     num_workers: int = Field(1, ge=0)  # Ray Train workers; 0 runs the loop in-process (local mode, fast tests)
     cpus_per_worker: float = 1.0
+    # CPU workers: torch threads each; 0: the node's cores shared among the workers. The rollout actors
+    # and services sit idle while the update runs, so the update may use every core, not only the one
+    # CPU Ray reserved (and set OMP_NUM_THREADS to).
+    torch_threads: int = Field(0, ge=0)
     use_gpu: bool = False  # one GPU per worker
     # fsdp: fp32 master weights sharded per decoder layer, compute in policy.dtype (mixed precision);
     # ddp: a full replica per rank, in policy.dtype.

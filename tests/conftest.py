@@ -29,8 +29,8 @@ def free_port() -> int:
     """A port free now and likely still free when a test binds it, possibly minutes later: drawn below
     the kernel's ephemeral range (which outgoing connections take from: in CI, one took the session's
     Serve port before the services fixture started) and above Ray's worker ports (10002-19999)."""
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    port_range = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    ephemeral_low = int(port_range.read_text().split()[0]) if port_range.exists() else 32768
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, max(20001, ephemeral_low))

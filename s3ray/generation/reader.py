@@ -25,6 +25,8 @@ recorded config.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,12 +64,21 @@ def split_candidates(text: str, max_words: int) -> list[str]:
 
 class ExtractiveReader:
     def __init__(self, model: str = BUNDLED_ENCODER, max_span_words: int = 24, answer_spans: int = 3,
-                 encoder=None):
+                 encoder=None, cache_entries: int = 0):
         if max_span_words < 1 or answer_spans < 1:
             raise ValueError("max_span_words and answer_spans must be >= 1")
+        if cache_entries < 0:
+            raise ValueError(f"cache_entries must be >= 0, got {cache_entries}")
         self.max_span_words = max_span_words
         self.answer_spans = answer_spans
         self.encoder = encoder if encoder is not None else load_sentence_encoder(model)
+        # Text -> unit vector, least recently used first. The same passages come back again and again
+        # (a GRPO group's samples share their turn-0 docs, IRCoT re-reads every doc it gathered at each
+        # step, the evaluation re-reads the contexts inference just read), and encoding them is
+        # nearly all of the reader's time.
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the service answers batches in worker threads
 
     def answer(self, question: str, docs: Sequence[Doc]) -> str:
         return self.answer_many([(question, docs)])[0]
@@ -86,8 +97,7 @@ class ExtractiveReader:
             spans.append(item_spans)
         if not texts:
             return []
-        vectors = self.encoder.encode(texts, batch_size=64, normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=False)
+        vectors = self._encode(texts)
         answers, row = [], 0
         for item_spans in spans:
             question_vec, span_vecs = vectors[row], vectors[row + 1:row + 1 + len(item_spans)]
@@ -99,3 +109,23 @@ class ExtractiveReader:
             best = np.argsort(-scores, kind="stable")[:self.answer_spans]  # stable: ties keep doc order
             answers.append(" | ".join(item_spans[i] for i in best))
         return answers
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of ``texts``; with a cache, only the texts not seen recently go to the encoder."""
+        if not self.cache_entries:
+            return self._encode_now(texts)
+        with self._cache_lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            if missing:
+                self._cache.update(zip(missing, self._encode_now(missing), strict=True))
+            vectors = []
+            for text in texts:
+                self._cache.move_to_end(text)
+                vectors.append(self._cache[text])
+            while len(self._cache) > self.cache_entries:
+                self._cache.popitem(last=False)
+            return np.stack(vectors)
+
+    def _encode_now(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False)

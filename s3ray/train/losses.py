@@ -15,8 +15,14 @@ Critic and observation tokens (``train.critic_sees_observations``):
   the s3 seed code does (verl's full response mask). The policy loss, entropy and KL stay on action
   tokens in both modes.
 
-KL to the reference policy is a reward-side penalty, as in the paper's run (``use_kl_loss=False``):
-``r_t -= beta * (logp_old_t - logp_ref_t)`` on action tokens, the k1 estimator of KL(pi_old || pi_ref).
+KL to the reference policy:
+
+* PPO: a reward-side penalty, as in the paper's run (``use_kl_loss=False``):
+  ``r_t -= beta * (logp_old_t - logp_ref_t)`` on action tokens, the k1 estimator of KL(pi_old || pi_ref).
+* GRPO: a loss term, ``beta * k3(logp, logp_ref)`` on action tokens (DeepSeekMath's GRPO objective),
+  never part of the return. Folded into the return, it is all that differs within a group whose
+  outcome rewards are equal, and the group normalisation divides it by its own tiny spread: every
+  all-zero group (most of them, early on a sparse reward) then trains at full strength on KL noise.
 """
 
 from __future__ import annotations
@@ -116,6 +122,13 @@ def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float =
         if std > 0:
             advantages[idx] = (group - group.mean()) / (std + eps)
     return advantages
+
+
+def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi || pi_ref) estimate ``exp(ref - logp) - (ref - logp) - 1`` (Schulman's k3:
+    unbiased for samples from pi, never negative)."""
+    delta = logp_ref - logp
+    return torch.exp(delta) - delta - 1
 
 
 def policy_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,

@@ -100,32 +100,40 @@ class Critic(nn.Module):
 
 class _TakenTokenHead(nn.Module):
     """Stands in for the LM head during one forward: hidden states ``[B, T+1, H]`` -> ``[B, T, 1 or 2]``
-    (the log-prob of each target token under ``logits / temperature``, and the entropy if asked).
+    (the log-prob of each scored target token under ``logits / temperature``, and the entropy if asked;
+    0 at the positions not scored).
 
-    The logits exist only ``chunk`` positions at a time, in fp32, and under autograd each chunk is
-    recomputed in backward (checkpointed), so neither pass holds ``[B, T, vocab]``: at a 152k vocabulary
-    that is tens of GB per copy for a micro-batch of long episodes.
+    Only the positions in ``scored`` (the searcher's own tokens) go through the head: in an s3 episode
+    most response tokens are retrieved text, which the loss never reads, and the vocabulary projection
+    is most of a small model's compute. Their logits exist ``chunk`` positions at a time, in fp32, and
+    under autograd each chunk is recomputed in backward (checkpointed), so neither pass holds
+    ``[positions, vocab]``: at a 152k vocabulary that is tens of GB per copy for long episodes.
     """
 
-    def __init__(self, head: nn.Module, targets: torch.Tensor, temperature: torch.Tensor, with_entropy: bool,
-                 chunk: int):
+    def __init__(self, head: nn.Module, targets: torch.Tensor, scored: torch.Tensor, temperature: torch.Tensor,
+                 with_entropy: bool, chunk: int):
         super().__init__()
         self.head = head
-        self.targets, self.temperature, self.with_entropy, self.chunk = targets, temperature, with_entropy, chunk
+        self.targets, self.scored, self.temperature = targets, scored, temperature
+        self.with_entropy, self.chunk = with_entropy, chunk
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         from torch.utils.checkpoint import checkpoint
 
-        width = self.targets.shape[1]
+        rows, cols = self.scored.nonzero(as_tuple=True)
+        picked, targets, temps = hidden[rows, cols], self.targets[rows, cols], self.temperature[rows]
         parts = []
-        for s in range(0, width, self.chunk):
-            h, t = hidden[:, s:min(s + self.chunk, width)], self.targets[:, s:s + self.chunk]
-            parts.append(checkpoint(self._score, h, t, use_reentrant=False) if torch.is_grad_enabled()
-                         else self._score(h, t))
-        return torch.cat(parts, dim=1)
+        for s in range(0, len(rows), self.chunk):
+            args = (picked[s:s + self.chunk], targets[s:s + self.chunk], temps[s:s + self.chunk])
+            parts.append(checkpoint(self._score, *args, use_reentrant=False) if torch.is_grad_enabled()
+                         else self._score(*args))
+        width = 2 if self.with_entropy else 1
+        scores = torch.cat(parts) if parts else hidden.new_zeros(0, width, dtype=torch.float32)
+        out = hidden.new_zeros(*self.scored.shape, width, dtype=torch.float32)
+        return out.index_put((rows, cols), scores)
 
-    def _score(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden).float() / self.temperature
+    def _score(self, hidden: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden).float() / temperature[:, None]
         log_z = torch.logsumexp(logits, dim=-1)
         taken = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - log_z
         if not self.with_entropy:
@@ -139,21 +147,22 @@ def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: torch.Tenso
     """Log-probs of the taken tokens, ``log_softmax(logits / T)``, at the predicting positions ``[B, L-1]``.
 
     This is the rollout engines' convention (the log-prob of a sampled token before top-p; T = 1 for
-    greedy), so the rollout's and the trainer's numbers are comparable. Scores are computed only from
-    the first response position on (the prompt needs none), and ``chunk_tokens`` (rows x positions) at a
-    time (None: all at once): the model's LM head is swapped for :class:`_TakenTokenHead` during the
-    forward, so the call goes through the model's (and its DDP / FSDP wrapper's) own ``forward``.
-    Returns (logprobs, entropy or None); both are 0 before the first response position.
+    greedy), so the rollout's and the trainer's numbers are comparable. Only the positions that predict
+    a searcher token (``batch.action_mask``) are scored, ``chunk_tokens`` of them at a time (None: all
+    at once): the model's LM head is swapped for :class:`_TakenTokenHead` during the forward, so the
+    call goes through the model's (and its DDP / FSDP wrapper's) own ``forward``.
+    Returns (logprobs, entropy or None); both are 0 wherever ``action_mask`` is 0.
     """
     rows, length = batch.input_ids.shape
-    first = int(batch.response_mask.argmax(dim=1).min().item()) if batch.response_mask.any() else length - 1
+    scored = batch.action_mask > 0
+    first = int(scored.float().argmax(dim=1).min().item()) if scored.any() else length - 1
     keep = length - first  # hidden states for positions first .. length-1; the last one predicts nothing
-    temp = torch.as_tensor(temperature, dtype=torch.float32, device=batch.input_ids.device)
-    temp = temp[:, None, None] if temp.dim() == 1 else temp
-    chunk = max(1, (chunk_tokens or rows * keep) // rows)
+    temp = torch.as_tensor(temperature, dtype=torch.float32, device=batch.input_ids.device).expand(rows)
+    chunk = chunk_tokens or max(1, int(scored.sum().item()))
     inner = unwrap(model)
     lm_head = inner.get_output_embeddings()
-    inner.set_output_embeddings(_TakenTokenHead(lm_head, batch.input_ids[:, first + 1:], temp, with_entropy, chunk))
+    inner.set_output_embeddings(_TakenTokenHead(lm_head, batch.input_ids[:, first + 1:], scored[:, first:], temp,
+                                                with_entropy, chunk))
     try:
         scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
     finally:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from s3ray.agent.episode import Episode
+from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config, config_from_dict
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
@@ -94,6 +95,8 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
     samples = tc.samples_per_question
+    if not tc.use_gpu:
+        set_torch_threads(tc.torch_threads, sharers=world)
 
     learner = build_learner(model_dir, cfg.policy, tc, device)
     start_step, run_id = 0, None

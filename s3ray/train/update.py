@@ -95,6 +95,7 @@ class PreparedBatch:
     values_old: torch.Tensor | None
     returns: torch.Tensor | None
     value_mask: torch.Tensor  # where the critic is trained (action tokens, or the whole response)
+    logp_ref: torch.Tensor | None = None  # GRPO: the reference log-probs of its KL loss term
 
 
 def _micro_slices(n: int, size: int) -> list[slice]:
@@ -145,10 +146,9 @@ def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tupl
         "logprob_gap": _global_mean((batch.rollout_logprobs - logp_old).abs(), action).item(),
     }
     if cfg.algorithm == "grpo":
-        # The KL penalty folds into the episode's return before the group baseline is subtracted.
-        returns = batch.scores - cfg.kl_coef * kl.sum(dim=1)
-        advantages = losses.grpo_advantages(returns, batch.group_ids)[:, None] * action
-        return PreparedBatch(batch, logp_old, advantages, None, None, action), metrics
+        # Outcome rewards only: the KL to the reference is a loss term (losses module docstring).
+        advantages = losses.grpo_advantages(batch.scores, batch.group_ids)[:, None] * action
+        return PreparedBatch(batch, logp_old, advantages, None, None, action, logp_ref), metrics
 
     if learner.critic is None:
         raise ValueError("PPO needs a critic")
@@ -224,7 +224,7 @@ def _gather(prepared: PreparedBatch, rows: torch.Tensor) -> PreparedBatch:
         return None if t is None else t[rows.to(t.device), :width]
 
     return PreparedBatch(batch, cut(prepared.logp_old), cut(prepared.advantages), cut(prepared.values_old),
-                         cut(prepared.returns), cut(prepared.value_mask))
+                         cut(prepared.returns), cut(prepared.value_mask), cut(prepared.logp_ref))
 
 
 def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action_scale: torch.Tensor,
@@ -235,9 +235,15 @@ def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action
     pg_sum, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, b.action_mask,
                                            cfg.clip_ratio, reduce="sum")
     entropy_sum = (entropy * b.action_mask).sum()
-    ((pg_sum - cfg.entropy_coef * entropy_sum) * action_scale).backward()
+    loss = pg_sum - cfg.entropy_coef * entropy_sum
     tokens = b.action_mask.sum().clamp(min=1)
-    stats = {"policy_loss": (pg_sum / tokens).item(), "entropy": (entropy_sum / tokens).item(),
+    stats = {}
+    if micro.logp_ref is not None:  # GRPO
+        kl_sum = (losses.kl_k3(logp, micro.logp_ref) * b.action_mask).sum()
+        loss = loss + cfg.kl_coef * kl_sum
+        stats["kl_loss"] = (kl_sum / tokens).item()
+    (loss * action_scale).backward()
+    stats |= {"policy_loss": (pg_sum / tokens).item(), "entropy": (entropy_sum / tokens).item(),
              "clip_fraction": clip_frac.item(),
              "ratio_mean": losses.masked_mean(torch.exp(logp - micro.logp_old), b.action_mask).item()}
     if learner.critic is not None:

@@ -71,3 +71,40 @@ def test_accuracy_depends_on_the_context(reader):
                  "in Dijon, in the Cote-d'Or.")
     assert "Dijon" not in three.answer(question, DOCS[1:])
     assert "Dijon" in three.answer(question, DOCS[1:] + [bridge])
+
+
+class CountingEncoder:
+    """The real encoder, counting the texts it is asked to encode."""
+
+    def __init__(self, encoder):
+        self.encoder, self.texts = encoder, 0
+
+    def encode(self, texts, **kwargs):
+        self.texts += len(texts)
+        return self.encoder.encode(texts, **kwargs)
+
+
+def test_cache_encodes_each_text_once_and_changes_no_answer(reader):
+    items = [("How tall is the Eiffel Tower?", DOCS), ("Who designed the Eiffel Tower?", DOCS[::-1])]
+    counting = CountingEncoder(reader.encoder)
+    cached = ExtractiveReader(max_span_words=12, answer_spans=3, encoder=counting, cache_entries=100)
+    plain = ExtractiveReader(max_span_words=12, answer_spans=3, encoder=reader.encoder)
+    first = cached.answer_many(items)
+    distinct = counting.texts
+    assert first == plain.answer_many(items)
+    assert cached.answer_many(items[::-1]) == first[::-1]  # served from the cache, same answers
+    assert counting.texts == distinct
+    cached.answer("Where is the Amazon?", DOCS[2:])  # only the new question is encoded
+    assert counting.texts == distinct + 1
+
+
+def test_cache_keeps_at_most_its_size(reader):
+    counting = CountingEncoder(reader.encoder)
+    small = ExtractiveReader(max_span_words=12, answer_spans=1, encoder=counting, cache_entries=3)
+    small.answer("How tall is the Eiffel Tower?", DOCS)
+    assert len(small._cache) == 3
+    before = counting.texts
+    small.answer("How tall is the Eiffel Tower?", DOCS)  # the evicted texts are encoded again
+    assert counting.texts > before
+    with pytest.raises(ValueError, match="cache_entries"):
+        ExtractiveReader(encoder=reader.encoder, cache_entries=-1)

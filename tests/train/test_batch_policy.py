@@ -65,9 +65,12 @@ def test_token_logprobs_match_a_direct_computation(random_lm_dir):
             logits = model(input_ids=ids).logits[0, :-1] / ep.temperature
             want = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
             p = len(ep.prompt_ids) - 1
-            n = len(ep.response_ids)
-            assert torch.allclose(logp[row, p:p + n], want[p:p + n], atol=1e-5)
-    assert (entropy[batch.response_mask > 0] > 0).all()
+            action = torch.tensor(ep.action_mask, dtype=torch.bool)
+            got = logp[row, p:p + len(ep.response_ids)]
+            assert torch.allclose(got[action], want[p:][action], atol=1e-5)
+            assert (got[~action] == 0).all()  # observation tokens are not scored
+    action = batch.action_mask > 0
+    assert (entropy[action] > 0).all() and (entropy[~action] == 0).all() and (logp[~action] == 0).all()
 
 
 def test_critic_values_start_at_zero_and_learn(random_lm_dir):

@@ -10,6 +10,7 @@ import torch
 
 from s3ray.agent.episode import Episode
 from s3ray.config import PolicyConfig, TrainConfig
+from s3ray.train import losses
 from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import load_policy, token_logprobs
 from s3ray.train.update import accumulate_gradients, build_learner, ppo_epochs, prepare_batch
@@ -72,7 +73,7 @@ def test_chunked_logprobs_equal_unchunked_in_value_and_gradient(random_lm_dir):
     batch = collate_episodes(random_episodes(6, seed=2), pad_id=0)
     temperature = torch.linspace(0.5, 1.5, 6)
     results = []
-    for chunk in (None, 7):  # 7 tokens over 6 rows: one position per chunk
+    for chunk in (None, 7):  # 7 scored positions at a time: several chunks per row
         model.zero_grad()
         logp, entropy = token_logprobs(model, batch, temperature, with_entropy=True, chunk_tokens=chunk)
         ((logp * batch.action_mask).sum() + entropy.sum()).backward()
@@ -86,3 +87,33 @@ def test_chunked_logprobs_equal_unchunked_in_value_and_gradient(random_lm_dir):
     with torch.no_grad():  # without autograd the head is not checkpointed; the numbers stay the same
         logp_c, _ = token_logprobs(model, batch, temperature, chunk_tokens=7)
     torch.testing.assert_close(logp_c, logp_a)
+
+
+def test_grpo_equal_rewards_teach_nothing_but_the_kl_term_pulls_back_to_the_reference(random_lm_dir):
+    """A group whose rewards are equal has advantage 0 whatever the KL says (folded into the return, the
+    KL was all that differed, and the group normalisation blew it up to unit advantages); the KL to the
+    reference is a loss term instead, and it pulls a drifted actor back."""
+    cfg = TrainConfig(algorithm="grpo", grpo_group_size=4, batch_size=2, mini_batch_size=8, micro_batch_size=8,
+                      kl_coef=1.0, actor_lr=1e-2, entropy_coef=0.0)
+    learner = build_learner(random_lm_dir, PolicyConfig(), cfg, CPU)
+    with torch.no_grad():  # the actor has drifted from the reference
+        generator = torch.Generator().manual_seed(0)
+        for p in learner.actor.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    episodes = random_episodes(8, seed=3)
+    for i, ep in enumerate(episodes):
+        ep.question_id, ep.sample_index, ep.reward = f"g{i // 4}", i % 4, 0.0
+    batch = collate_episodes(episodes, pad_id=0)
+
+    def kl_to_reference() -> float:
+        with torch.no_grad():
+            logp = token_logprobs(learner.actor, batch)[0]
+            ref = token_logprobs(learner.reference, batch)[0]
+        return float((losses.kl_k3(logp, ref) * batch.action_mask).sum() / batch.action_mask.sum())
+
+    before = kl_to_reference()
+    for _ in range(5):
+        prepared, _ = prepare_batch(batch, learner, cfg)
+        assert prepared.advantages.abs().max() == 0
+        ppo_epochs(prepared, learner, cfg, num_minibatches=1)
+    assert before > 0 and kl_to_reference() < 0.5 * before
