@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         splits["dev"] = splits["dev"][:cfg.inference.limit]  # the questions the demo evaluates
     gold_docs = fetch_docs(cfg, {i for qs in splits.values() for q in qs for i in gold_ids(q)})
     searcher = load_searcher(cfg)
-    gen = cfg.generator
-    reader = ExtractiveReader(gen.model, gen.reader_max_span_words, gen.reader_answer_spans,
-                              cache_entries=gen.reader_cache_entries)
+    reader = ExtractiveReader.from_config(cfg.generator)
     results = {}
     for split, questions in splits.items():
         print(f"{split}: {len(questions)} questions …", file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from s3ray.config import BUNDLED_ENCODER, encoder_path
+from s3ray.config import BUNDLED_ENCODER, GeneratorConfig, encoder_path
 from s3ray.types import Doc
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -79,6 +79,12 @@ class ExtractiveReader:
         self.cache_entries = cache_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # the service answers batches in worker threads
+
+    @classmethod
+    def from_config(cls, gen: GeneratorConfig) -> ExtractiveReader:
+        """The frozen generator of a run's ``generator`` config section (``generator.reader_*``)."""
+        return cls(gen.model, gen.reader_max_span_words, gen.reader_answer_spans,
+                   cache_entries=gen.reader_cache_entries)
 
     def answer(self, question: str, docs: Sequence[Doc]) -> str:
         return self.answer_many([(question, docs)])[0]

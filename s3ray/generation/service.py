@@ -97,8 +97,7 @@ class ReaderBackend:
     def __init__(self, gen: GeneratorConfig):
         from s3ray.generation.reader import ExtractiveReader
 
-        self.reader = ExtractiveReader(gen.model, gen.reader_max_span_words, gen.reader_answer_spans,
-                                       cache_entries=gen.reader_cache_entries)
+        self.reader = ExtractiveReader.from_config(gen)
 
     @staticmethod
     def check(request: ChatRequest) -> None:
