@@ -15,6 +15,12 @@ dropped, as the training filter drops them): the mean GBR reward each context wo
 even ``naive+gold`` earns little there, no search policy that keeps naive RAG's docs can raise the
 reward, whatever RL does: the generator, not the searcher, is the bottleneck.
 
+Beside GenAcc, how often a golden answer occurs in the context's own text (the span check GenAcc uses,
+applied to the titles and texts): what the generator *could* answer from, whatever it does with it.
+``searched`` adds the context a searcher really gets from one search for the question itself: the top
+``agent.search_k`` (naive RAG's docs and the ones its cut-off left out). A large gap between the answer
+being in a context and GenAcc on it measures the reader, not the search.
+
 The generator is the configured extractive reader, run in-process with the run's settings
 (``generator.backend=reader``); the retriever is the run's own index (``load_searcher``).
 
@@ -41,6 +47,7 @@ from s3ray.scoring.metrics import span_match
 from s3ray.types import Doc, Question
 
 CONTEXTS = ("naive", "gold", "naive+gold")
+RECALL_CONTEXTS = ("naive", "searched", "gold", "naive+gold")
 
 
 def gold_ids(question: Question) -> list[str]:
@@ -68,6 +75,12 @@ def genacc(reader: ExtractiveReader, questions: list[Question], contexts: list[l
     return np.array([span_match(a, q.golden_answers) for a, q in zip(answers, questions, strict=True)], float)
 
 
+def answer_in_context(questions: list[Question], contexts: list[list[Doc]]) -> np.ndarray:
+    """1 where a golden answer occurs as a span in the context's titles and texts."""
+    texts = [" ".join(f"{d.title} {d.text}" for d in docs) for docs in contexts]
+    return np.array([span_match(t, q.golden_answers) for t, q in zip(texts, questions, strict=True)], float)
+
+
 def perfect_contexts(naive: list[list[Doc]], gold: list[list[Doc]]) -> dict[str, list[list[Doc]]]:
     """Each context of the module docstring, per question; ``naive+gold`` de-duplicated, as s3's is."""
     both = [dedup_docs(n + g) for n, g in zip(naive, gold, strict=True)]
@@ -77,15 +90,24 @@ def perfect_contexts(naive: list[list[Doc]], gold: list[list[Doc]]) -> dict[str,
 def headroom(cfg: S3Config, questions: list[Question], searcher, reader: ExtractiveReader,
              gold_docs: dict[str, Doc]) -> dict:
     """GenAcc (%) of each context on every question and on the ones naive RAG fails."""
-    naive = searcher.search([q.question for q in questions], cfg.agent.initial_k)
+    k = cfg.agent.initial_k
+    searched = searcher.search([q.question for q in questions], max(k, cfg.agent.search_k))
+    naive = [docs[:k] for docs in searched]
     gold = [[gold_docs[i] for i in gold_ids(q)] for q in questions]
     contexts = perfect_contexts(naive, gold)
     acc = {name: genacc(reader, questions, docs) for name, docs in contexts.items()}
+    present = {name: answer_in_context(questions, docs) for name, docs in {**contexts, "searched": searched}.items()}
     failed = (acc["naive"] == 0) & np.array([not is_yes_no(q) for q in questions])
+
+    def percent(values: dict[str, np.ndarray], names, mask=None) -> dict:
+        if mask is not None and not mask.any():
+            return dict.fromkeys(names)
+        return {n: round(100 * (values[n] if mask is None else values[n][mask]).mean(), 1) for n in names}
+
     return {"questions": len(questions), "naive_failed": int(failed.sum()),
-            "genacc": {name: round(100 * a.mean(), 1) for name, a in acc.items()},
-            "genacc_on_naive_failed": {name: round(100 * a[failed].mean(), 1) if failed.any() else None
-                                       for name, a in acc.items()}}
+            "genacc": percent(acc, CONTEXTS), "genacc_on_naive_failed": percent(acc, CONTEXTS, failed),
+            "answer_in_context": percent(present, RECALL_CONTEXTS),
+            "answer_in_context_on_naive_failed": percent(present, RECALL_CONTEXTS, failed)}
 
 
 def markdown(results: dict[str, dict]) -> str:
@@ -96,6 +118,11 @@ def markdown(results: dict[str, dict]) -> str:
         lines.append(f"| {split} | {r['questions']} | {r['naive_failed']} | "
                      + " | ".join(str(r["genacc"][c]) for c in CONTEXTS) + " | "
                      + " | ".join(str(r["genacc_on_naive_failed"][c]) for c in CONTEXTS[1:]) + " |")
+    lines += ["", "Answer in the context's text (%), on naive RAG's failures:", "",
+              "| split | " + " | ".join(RECALL_CONTEXTS) + " |", "|---" * (1 + len(RECALL_CONTEXTS)) + "|"]
+    for split, r in results.items():
+        lines.append(f"| {split} | "
+                     + " | ".join(str(r["answer_in_context_on_naive_failed"][c]) for c in RECALL_CONTEXTS) + " |")
     return "\n".join(lines)
 
 
