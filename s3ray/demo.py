@@ -20,6 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,28 @@ def _port_is_free(host: str, port: int) -> bool:
             return False
 
 
+@contextmanager
+def _cluster_start_lock() -> Iterator[None]:
+    """Held from choosing a cluster's ports until its dashboard answers, by every s3ray process of this
+    user on the machine. Without it, two demos started in the same second both found the dashboard port
+    free; one `ray start` lost it, and that demo's readiness check accepted the other's dashboard and
+    submitted its jobs to the other's cluster."""
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"s3ray-cluster-start-{os.getuid()}.lock"
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another s3ray process to start its Ray cluster ({path}) ...", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @dataclass
 class LocalCluster:
     """A Ray head node owned by this process: started with `ray start --head --block`, stopped by
@@ -112,6 +136,11 @@ class LocalCluster:
 
     @classmethod
     def start(cls, cfg: S3Config, log_path: Path) -> LocalCluster:
+        with _cluster_start_lock():
+            return cls._start(cfg, log_path)
+
+    @classmethod
+    def _start(cls, cfg: S3Config, log_path: Path) -> LocalCluster:
         host = cfg.cluster.dashboard_host
         dash_port = cfg.cluster.dashboard_port
         if not _port_is_free(host, dash_port):
