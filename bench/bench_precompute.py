@@ -68,7 +68,7 @@ def main() -> None:
     docs = RetrieverClient.from_config(cfg).search([q.question for q in questions], cfg.rag_cache.topk)
     items = [(q.question, d) for q, d in zip(questions, docs, strict=True)]
     set_torch_threads(cfg.generator.torch_threads)  # as in the generator's replica
-    reader = ExtractiveReader(cfg.generator.model, cfg.generator.reader_max_span_words)
+    reader = ExtractiveReader.from_config(cfg.generator, cache_entries=0)  # the bare reader: no cache
 
     sequential, in_process, ours = [], [], []
     for _ in range(ROUNDS):

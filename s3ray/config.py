@@ -176,6 +176,9 @@ class GeneratorConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # hf backend
     reader_max_span_words: int = 24
     reader_answer_spans: int = 3  # the reader answers with its best N title-prefixed sentences
+    # ... the last of them from a passage the others name by its title (the bridge's second hop;
+    # s3ray/generation/reader.py says why)
+    reader_link_titles: bool = True
     reader_cache_entries: int = Field(200_000, ge=0)  # sentence vectors kept per replica (~1.5 KB each); 0: none
 
 

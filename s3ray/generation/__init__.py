@@ -6,9 +6,10 @@ from s3ray.config import GeneratorConfig
 
 
 def generator_identity(gen: GeneratorConfig) -> str:
-    """What answered: ``backend:model`` (the reader adds its span cap and answer size, which change its
-    answers)."""
+    """What answered: ``backend:model`` (the reader adds its span cap, answer size and title linking,
+    which change its answers)."""
     name = f"{gen.backend}:{gen.served_model_name or gen.model}"
     if gen.backend != "reader":
         return name
-    return f"{name}:span{gen.reader_max_span_words}x{gen.reader_answer_spans}"
+    linking = ":link" if gen.reader_link_titles else ""
+    return f"{name}:span{gen.reader_max_span_words}x{gen.reader_answer_spans}{linking}"

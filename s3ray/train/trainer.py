@@ -12,8 +12,9 @@ of the worker loop (:func:`train_loop`) reads in order:
 4. **epochs**: the PPO epochs (DDP or FSDP sync the gradients);
 5. **publish**: the new weights go to the pool with ``version = step``;
 6. **report**: rank 0 logs the step to MLflow; every ``checkpoint_every`` steps the ranks report a
-   checkpoint (:mod:`s3ray.train.checkpoint`). A re-run with the same ``train.dir`` and run name
-   resumes from it, pushing the checkpoint's weights to the pool before sampling.
+   checkpoint (:mod:`s3ray.train.checkpoint`). A re-run with the same ``train.dir``, run name and
+   training config resumes from it, pushing the checkpoint's weights to the pool before sampling; a
+   run of another config is moved aside first (:mod:`s3ray.train.identity`).
 
 The final policy is exported in Hugging Face format to ``train.export_dir``.
 """
@@ -248,6 +249,7 @@ def train(cfg: S3Config) -> Path:
     from s3ray.ragcache.cache import training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.tinylm import ensure_tiny_model
+    from s3ray.train.identity import claim_train_dir
 
     tc = cfg.train
     init_ray(cfg)
@@ -263,7 +265,7 @@ def train(cfg: S3Config) -> Path:
         raise RuntimeError(f"{len(questions)} training questions are left after the filter, fewer than "
                            f"train.batch_size={tc.batch_size}: lower the batch size or add questions")
     log.info("training on %d questions (naive-RAG-answered ones filtered out)", len(questions))
-    Path(tc.dir).mkdir(parents=True, exist_ok=True)
+    claim_train_dir(cfg)  # a warm start or checkpoints of another config are moved aside, not resumed
     pool = create_pool(cfg, model_dir)
     try:
         init_dir = model_dir

@@ -1,8 +1,9 @@
 """The extractive reader: candidates, the right span for an easy case, determinism, answer size."""
 
+import numpy as np
 import pytest
 
-from s3ray.generation.reader import ExtractiveReader, split_candidates
+from s3ray.generation.reader import ExtractiveReader, pick_spans, split_candidates, title_mentions
 from s3ray.types import Doc
 
 
@@ -71,6 +72,46 @@ def test_accuracy_depends_on_the_context(reader):
                  "in Dijon, in the Cote-d'Or.")
     assert "Dijon" not in three.answer(question, DOCS[1:])
     assert "Dijon" in three.answer(question, DOCS[1:] + [bridge])
+
+
+def test_title_mentions_whole_names_without_the_qualifier():
+    titles = ["Billy McFarland (entrepreneur)", "Rome", "Fyre Festival", "UK"]
+    assert title_mentions(titles, "Billy McFarland founded the Fyre Festival.") == [0, 2]
+    assert title_mentions(titles, "Romeo met the fyre festival crowd") == [2]  # whole words, any case
+    assert title_mentions(titles, "He moved to the UK.") == []  # names under 3 characters never link
+
+
+def test_the_last_span_comes_from_the_passage_the_first_hop_names():
+    titles = ["Billy McFarland", "Wire fraud", "Fyre Festival"]
+    span_docs = [0, 1, 1, 2, 2]
+    texts = ["McFarland organised the Fyre Festival.", "Wire fraud is a crime.", "McFarland was charged.",
+             "It was held on Great Exuma.", "It was a luxury festival."]
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.4])
+    assert pick_spans(scores, span_docs, texts, titles, 3, link_titles=True) == [0, 1, 4]
+    assert pick_spans(scores, span_docs, texts, titles, 3, link_titles=False) == [0, 1, 2]
+    # No linked passage (or a link to a first-hop passage only): the next best candidate.
+    assert pick_spans(scores, span_docs, ["a", "b", "c", "d", "e"], titles, 3, link_titles=True) == [0, 1, 2]
+    assert pick_spans(scores, [0, 0, 1, 1, 1], texts, titles[:2], 3, link_titles=True) == [0, 1, 2]
+    assert pick_spans(scores, span_docs, texts, titles, 1, link_titles=True) == [0]
+
+
+def test_linking_crosses_the_bridge_that_similarity_misses(reader):
+    """A bridge question restates its first hop, so similarity alone answers from the passages that
+    match its words; the linked passage holds the answer."""
+    question = "Where was the music festival Billy McFarland was charged with wire fraud for supposed to take place?"
+    docs = [Doc("1", "Billy McFarland (entrepreneur)", "Billy McFarland is an American entrepreneur. He was "
+                "charged with wire fraud in Manhattan federal court related to the organization of the Fyre "
+                "Festival."),
+            Doc("2", "Wire fraud", "Wire fraud charges were brought against the entrepreneur Billy McFarland. "
+                "Wire fraud is a federal crime in the United States."),
+            Doc("3", "Fyre Festival", "The festival was scheduled to take place on the Bahamian island of Great "
+                "Exuma.")]
+    linking = ExtractiveReader(max_span_words=24, answer_spans=3, encoder=reader.encoder)
+    similarity_only = ExtractiveReader(max_span_words=24, answer_spans=3, encoder=reader.encoder,
+                                       link_titles=False)
+    assert "Great Exuma" not in similarity_only.answer(question, docs)
+    assert "Great Exuma" in linking.answer(question, docs)
+    assert "Great Exuma" not in linking.answer(question, docs[:2])  # the context still decides
 
 
 class CountingEncoder:

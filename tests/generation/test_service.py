@@ -113,8 +113,7 @@ def test_reader_app_over_http(session_cfg, ray_cluster):
     questions = ["How tall is the Eiffel Tower?", "Where is the Amazon River?", "Who designed the tower?"] * 4
     client = GeneratorClient.from_config(session_cfg.generator)
     replies = client.chat_many([prompts.answer_messages(q, docs) for q in questions])
-    local = ExtractiveReader(max_span_words=session_cfg.generator.reader_max_span_words,
-                             answer_spans=session_cfg.generator.reader_answer_spans)
+    local = ExtractiveReader.from_config(session_cfg.generator)
     assert replies == local.answer_many([(q, docs) for q in questions])  # same answers, batched or not
     assert "330 metres" in replies[0] and "South America" in replies[1]
 

@@ -1,0 +1,73 @@
+"""Which config a training folder's warm start and checkpoints belong to.
+
+``train.dir`` holds the warm-started model and Ray Train's checkpoints, and a re-run resumes from them.
+That is right for the same run (a crash, a longer ``train.steps``) and silently wrong for another one: a
+re-run with another learning rate, warm start or reward would continue the old run's weights. So the
+folder records the config it was trained with (``identity.json``), and a run whose config differs moves
+the old run aside (nothing is deleted) and starts afresh, naming the keys that differ.
+
+What may change without a new run: where things live and how they are served, tracked, evaluated or
+scheduled (``IGNORED_SECTIONS``), and how long the run is and how often it checkpoints (``IGNORED_TRAIN``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from s3ray.config import S3Config
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+RUN_ARTIFACTS = ("warm_start", "ray_train")  # what a re-run would otherwise resume from
+IGNORED_SECTIONS = ("name", "paths", "cluster", "serve", "tracking", "inference", "evaluation", "demo")
+IGNORED_TRAIN = ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir")
+
+
+def training_identity(cfg: S3Config) -> dict[str, Any]:
+    """The resolved config (as JSON values), less what a run may change and still resume."""
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in IGNORED_SECTIONS}
+    identity["train"] = {k: v for k, v in identity["train"].items() if k not in IGNORED_TRAIN}
+    return identity
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (added and removed keys included)."""
+    keys = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def claim_train_dir(cfg: S3Config) -> Path | None:
+    """Make ``train.dir`` this config's: if it holds a run of another config (or of an unrecorded one),
+    move that run's artifacts to ``train.dir/superseded/<time>/``; record this config. Returns where the
+    old run went, or None when there was nothing to move."""
+    train_dir = Path(cfg.train.dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    identity = training_identity(cfg)
+    path = train_dir / IDENTITY_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else None
+    present = [name for name in RUN_ARTIFACTS if (train_dir / name).exists()]
+    moved_to = None
+    if present and recorded != identity:
+        moved_to = train_dir / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        moved_to.mkdir(parents=True)
+        for name in present:
+            (train_dir / name).rename(moved_to / name)
+        if recorded is not None:
+            (moved_to / IDENTITY_FILE).write_text(json.dumps(recorded, indent=1))
+        why = ("it differs in " + ", ".join(changed_keys(recorded, identity)[:12]) if recorded is not None
+               else "it has no recorded config")
+        log.warning("train.dir held a run of another config (%s): moved it to %s; training afresh",
+                    why, moved_to)
+    path.write_text(json.dumps(identity, indent=1))
+    return moved_to

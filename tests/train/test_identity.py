@@ -1,0 +1,53 @@
+"""A training folder resumes only the run of its own config (s3ray.train.identity)."""
+
+import json
+
+from s3ray.config import load_config
+from s3ray.train.identity import IDENTITY_FILE, changed_keys, claim_train_dir
+
+
+def make_run(train_dir, marker):
+    """What a run leaves: a warm-started model and Ray Train's checkpoints."""
+    (train_dir / "warm_start").mkdir(parents=True)
+    (train_dir / "warm_start" / "model.txt").write_text(marker)
+    (train_dir / "ray_train").mkdir()
+
+
+def test_same_config_resumes_and_a_longer_run_too(tmp_path):
+    cfg = load_config("test", [f"paths.work_dir={tmp_path}"])
+    assert claim_train_dir(cfg) is None  # nothing there yet
+    make_run(cfg.train.dir, "run 1")
+    longer = load_config("test", [f"paths.work_dir={tmp_path}", "train.steps=9", "train.checkpoint_every=3",
+                                  "inference.limit=5", "cluster.num_cpus=2"])
+    assert claim_train_dir(longer) is None
+    assert (cfg.train.dir / "warm_start" / "model.txt").read_text() == "run 1"
+
+
+def test_another_config_moves_the_old_run_aside_and_names_what_changed(tmp_path, caplog):
+    cfg = load_config("test", [f"paths.work_dir={tmp_path}"])
+    claim_train_dir(cfg)
+    make_run(cfg.train.dir, "run 1")
+    other = load_config("test", [f"paths.work_dir={tmp_path}", "train.actor_lr=0.001",
+                                 "train.warm_start.epochs=7"])
+    moved = claim_train_dir(other)
+    assert moved is not None and moved.parent == cfg.train.dir / "superseded"
+    assert not (cfg.train.dir / "warm_start").exists() and not (cfg.train.dir / "ray_train").exists()
+    assert (moved / "warm_start" / "model.txt").read_text() == "run 1"  # nothing lost
+    assert json.loads((moved / IDENTITY_FILE).read_text())["train"]["actor_lr"] == cfg.train.actor_lr
+    assert "train.actor_lr, train.warm_start.epochs" in caplog.text
+    # The folder is now the new config's: its own re-run resumes.
+    make_run(cfg.train.dir, "run 2")
+    assert claim_train_dir(other) is None
+
+
+def test_a_run_without_a_recorded_config_is_not_resumed(tmp_path):
+    cfg = load_config("test", [f"paths.work_dir={tmp_path}"])
+    make_run(cfg.train.dir, "unknown")
+    moved = claim_train_dir(cfg)
+    assert moved is not None and (moved / "warm_start" / "model.txt").read_text() == "unknown"
+
+
+def test_changed_keys_walks_nested_sections():
+    old = {"train": {"lr": 1, "ws": {"epochs": 2}}, "agent": {"k": 3}}
+    new = {"train": {"lr": 1, "ws": {"epochs": 4}}, "agent": {"k": 3, "cap": 1}}
+    assert changed_keys(old, new) == ["agent.cap", "train.ws.epochs"]
