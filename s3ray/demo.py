@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -201,6 +202,11 @@ class LocalCluster:
                 continue
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    print(f"{signal.Signals(signum).name}: stopping ...", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
 def _log_tail(path: Path, lines: int = 30) -> str:
     """The end of a log, for an error message that must be readable where only the message is seen (CI)."""
     try:
@@ -286,6 +292,10 @@ def run_demo(cfg: S3Config) -> int:
     env_vars = worker_env(cfg)
     timings: dict[str, float] = {}
     failed = None
+    # SIGTERM's default action would skip the `finally` below, and the cluster (in its own session, so
+    # that stopping it touches nothing else) would outlive the demo; as SystemExit it is stopped.
+    sigterm_before = (signal.signal(signal.SIGTERM, _exit_on_sigterm)
+                      if threading.current_thread() is threading.main_thread() else None)
     try:
         client = JobSubmissionClient(dashboard_url, headers=auth_headers())
         for stage in cfg.demo.stages:
@@ -306,6 +316,8 @@ def run_demo(cfg: S3Config) -> int:
         if cluster is not None and not cfg.demo.keep_running:
             print("stopping the local Ray cluster ...", flush=True)
             cluster.stop()
+        if sigterm_before is not None:
+            signal.signal(signal.SIGTERM, sigterm_before)
     if failed:
         print(f"\ns3ray demo: stage '{failed[0]}' ended with status {failed[1]}; "
               f"its log is above (and in the dashboard's Jobs view).", file=sys.stderr)

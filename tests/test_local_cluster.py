@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +16,7 @@ from conftest import free_port
 from s3ray.config import load_config
 from s3ray.demo import LocalCluster, auth_headers
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
@@ -49,3 +55,27 @@ def test_two_clusters_started_at_once_each_get_their_own_dashboard(tmp_path):
         for cluster in clusters:
             if cluster is not None:
                 cluster.stop()
+
+
+def test_a_demo_stopped_by_sigterm_stops_its_cluster(tmp_path, session_cfg, data_dir):
+    """`kill <demo>` (SIGTERM, as `timeout` or a scheduler sends) once left the demo's Ray head running:
+    it lives in its own session, and only the demo's cleanup stops it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(S3RAY_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "s3ray.cli", "demo", "--config", "test", f"paths.work_dir={tmp_path / 'work'}",
+           f"corpus.path={session_cfg.corpus.path}", f"cluster.dashboard_port={free_port()}",
+           "demo.stages=[index]"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    url, seen = None, []
+    for line in proc.stdout:  # "Ray dashboard: http://127.0.0.1:PORT (token: ...)" once the head is up
+        seen.append(line)
+        if line.startswith("Ray dashboard: "):
+            url = line.split()[2]
+            break
+    assert url is not None, "".join(seen[-30:])
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, rest[-3000:]
+    assert "stopping the local Ray cluster" in rest
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/api/version", timeout=5)
