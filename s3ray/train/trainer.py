@@ -241,6 +241,19 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
     return result
 
 
+def ensure_policy_model(cfg: S3Config) -> Path:
+    """The searcher's initial weights as a local folder: the tiny model built, or a bundled model
+    converted, on first use; a configured folder or hub id as it is."""
+    from s3ray.bundled_models import ensure_bundled_model, is_bundled
+    from s3ray.tinylm import ensure_tiny_model
+
+    if cfg.policy.model is None:
+        return ensure_tiny_model(cfg.policy_model_dir, cfg.corpus.path, cfg.policy.tiny)
+    if is_bundled(cfg.policy.model):
+        return ensure_bundled_model(cfg.policy.model, cfg.paths.work_dir)
+    return cfg.policy_model_dir
+
+
 def train(cfg: S3Config) -> Path:
     """The ``train`` stage. Returns the exported policy's folder."""
     import ray
@@ -248,14 +261,11 @@ def train(cfg: S3Config) -> Path:
     from s3ray.cluster import init_ray
     from s3ray.ragcache.cache import training_questions
     from s3ray.rollout.pool import create_pool
-    from s3ray.tinylm import ensure_tiny_model
     from s3ray.train.identity import claim_train_dir
 
     tc = cfg.train
     init_ray(cfg)
-    model_dir = cfg.policy_model_dir
-    if cfg.policy.model is None:
-        ensure_tiny_model(model_dir, cfg.corpus.path, cfg.policy.tiny)
+    model_dir = ensure_policy_model(cfg)
     _check_services(cfg)
     questions = training_questions(cfg)
     if not questions:
