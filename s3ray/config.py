@@ -289,7 +289,14 @@ class PolicyConfig(Section):
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     # The compute dtype. Under train.strategy=fsdp the trained models keep fp32 master weights and
     # compute in this dtype (FSDP MixedPrecision); the reference and the rollout engines hold it as is.
+    # Under ddp (or one process) the trained models keep fp32 weights too and compute under
+    # torch.autocast in this dtype: on a CPU with AVX-512-BF16 a bf16 forward + backward takes about half
+    # the fp32 time.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Train only the top N decoder layers (and the final norm); None: every parameter. Backward stops at
+    # the lowest trained layer, so the frozen ones cost a forward only (a CPU lever for a pretrained
+    # searcher; with lora.enabled, the adapters of the top N layers only).
+    trainable_layers: int | None = Field(None, ge=1)
     gradient_checkpointing: bool = False
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
@@ -336,7 +343,12 @@ class TrainConfig(Section):
     clip_ratio: float = 0.2
     value_clip: float = 0.5
     entropy_coef: float = 0.001
-    kl_coef: float = 0.001  # PPO: a per-token reward penalty; GRPO: a loss term (train/losses.py)
+    kl_coef: float = 0.001  # PPO: a per-token reward penalty; GRPO: a loss term (train/losses.py); 0: no reference model
+    # logp_old of the clipped ratio: "recompute" (a no-grad forward of the actor before the epochs) or
+    # "rollout" (the engine's own log-probs: with one PPO epoch the weights that sampled are the ones
+    # updated, so that forward only re-derives them; it saves a forward per step). vLLM's are the
+    # nucleus-renormalised ones when rollout.top_p < 1 (rollout/engine.py): keep top_p at 1 with it.
+    logp_old: Literal["recompute", "rollout"] = "recompute"
     ppo_epochs: int = Field(1, ge=1)
     mini_batch_size: int = Field(30, ge=1)  # episodes per optimiser step, over all ranks
     micro_batch_size: int = Field(15, ge=1)  # episodes per forward/backward on one rank
@@ -370,6 +382,9 @@ class TrainConfig(Section):
                              "each rank trains on an equal share of the questions")
         if self.algorithm == "grpo" and self.grpo_group_size < 2:
             raise ValueError("GRPO needs train.grpo_group_size >= 2 (a group of one has no baseline)")
+        if self.logp_old == "rollout" and self.ppo_epochs != 1:
+            raise ValueError("train.logp_old=rollout needs train.ppo_epochs=1: a second epoch's ratio must be "
+                             "taken against the weights before the first, which only a recompute gives")
         return self
 
     @property

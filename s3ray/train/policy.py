@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -38,16 +39,45 @@ def _apply_lora(model: nn.Module, policy_cfg: PolicyConfig) -> nn.Module:
     return model
 
 
+def autocast(policy_cfg: PolicyConfig, device: torch.device, enabled: bool = True):
+    """The compute-precision context of a trained model's passes: fp32 weights, ``policy_cfg.dtype``
+    compute (``enabled=False`` where FSDP's MixedPrecision already casts)."""
+    dtype = _dtype(policy_cfg)
+    if not enabled or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def freeze_below_top_layers(model: nn.Module, top: int) -> None:
+    """Leave only the top ``top`` decoder layers and the final norm trainable (with LoRA: their
+    adapters). Tied input/output embeddings stay frozen with the rest."""
+    decoder = model.get_decoder()
+    layers = decoder.layers
+    if top > len(layers):
+        raise ValueError(f"policy.trainable_layers={top}, but the model has {len(layers)} decoder layers")
+    trainable = {id(p) for module in (*layers[len(layers) - top:], decoder.norm) for p in module.parameters()}
+    for p in model.parameters():
+        if id(p) not in trainable:
+            p.requires_grad_(False)
+
+
 def load_policy(model_dir: Path, policy_cfg: PolicyConfig) -> nn.Module:
-    """The trainable searcher: a causal LM, optionally with LoRA adapters and gradient checkpointing."""
+    """The trainable searcher in fp32 (the master weights; passes compute in ``policy_cfg.dtype`` under
+    :func:`autocast` or FSDP's MixedPrecision), optionally with LoRA adapters, only its top layers
+    trained, and gradient checkpointing."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_dtype(policy_cfg))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     if policy_cfg.gradient_checkpointing:
         _enable_checkpointing(model)
         model.config.use_cache = False
     if policy_cfg.lora.enabled:
         model = _apply_lora(model, policy_cfg)
+    if policy_cfg.trainable_layers is not None:
+        freeze_below_top_layers(model, policy_cfg.trainable_layers)
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("training the top %d decoder layers: %d of %d parameters", policy_cfg.trainable_layers, trained,
+                 sum(p.numel() for p in model.parameters()))
     return model
 
 
@@ -85,13 +115,13 @@ class Critic(nn.Module):
     def from_pretrained(cls, model_dir: Path, policy_cfg: PolicyConfig) -> Critic:
         from transformers import AutoModel
 
-        backbone = AutoModel.from_pretrained(str(model_dir), dtype=_dtype(policy_cfg))
+        # fp32 master weights, as the actor's (load_policy)
+        backbone = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)
         if policy_cfg.gradient_checkpointing:
             _enable_checkpointing(backbone)
         if policy_cfg.lora.enabled:
             backbone = _apply_lora(backbone, policy_cfg)
-        critic = cls(backbone, backbone.config.hidden_size)
-        return critic.to(_dtype(policy_cfg))
+        return cls(backbone, backbone.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -12,8 +12,12 @@ is then the same whatever ``micro_batch_size`` and however the episodes fall on 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +27,7 @@ from torch import nn
 
 from s3ray.train import distributed, losses
 from s3ray.train.batch import TokenBatch
-from s3ray.train.policy import Critic, load_policy, load_reference, token_logprobs
+from s3ray.train.policy import Critic, autocast, load_policy, load_reference, token_logprobs
 
 if TYPE_CHECKING:  # the GPU check imports this module without pydantic
     from s3ray.config import PolicyConfig, TrainConfig
@@ -31,14 +35,16 @@ if TYPE_CHECKING:  # the GPU check imports this module without pydantic
 
 @dataclass
 class Learner:
-    """The models and optimisers one worker updates (the critic is None for GRPO)."""
+    """The models and optimisers one worker updates (the critic is None for GRPO, the reference None
+    without a KL term). ``autocast`` opens the compute precision of their passes."""
 
     actor: nn.Module
-    reference: nn.Module
+    reference: nn.Module | None
     actor_optim: torch.optim.Optimizer
     critic: nn.Module | None = None
     critic_optim: torch.optim.Optimizer | None = None
     schedulers: list[torch.optim.lr_scheduler.LRScheduler] = field(default_factory=list)
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
     @property
     def device(self) -> torch.device:
@@ -81,8 +87,11 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
             return min(1.0, (i + 1) / warmup)
 
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, ramp) for o in (actor_optim, critic_optim) if o]
-    reference = load_reference(model_dir, policy_cfg).to(device)
-    return Learner(actor, reference, actor_optim, critic, critic_optim, schedulers)
+    # kl_coef 0: the KL term is 0 whatever the reference says, so it is neither loaded nor run.
+    reference = load_reference(model_dir, policy_cfg).to(device) if cfg.kl_coef else None
+    fsdp = cfg.strategy == "fsdp" and distributed.process_group() is not None
+    return Learner(actor, reference, actor_optim, critic, critic_optim, schedulers,
+                   autocast=functools.partial(autocast, policy_cfg, device, enabled=not fsdp))
 
 
 @dataclass
@@ -133,18 +142,26 @@ def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tupl
     batch = batch.to(learner.device)
     mb, chunk = cfg.micro_batch_size, cfg.logprob_chunk_tokens
     _train_mode(learner, False)
-
-    def logprobs(model: nn.Module) -> Callable[[TokenBatch], torch.Tensor]:
-        return lambda b: token_logprobs(model, b, b.temperature, chunk_tokens=chunk)[0]
-
-    logp_old = _forward_full_width(logprobs(learner.actor), batch, mb)
-    logp_ref = _forward_full_width(logprobs(learner.reference), batch, mb)
     action = batch.action_mask
-    kl = (logp_old - logp_ref) * action
-    metrics = {
-        "kl": _global_mean(kl, action).item(),
-        "logprob_gap": _global_mean((batch.rollout_logprobs - logp_old).abs(), action).item(),
-    }
+    metrics: dict[str, float] = {}
+
+    def logprobs(model: nn.Module, name: str) -> torch.Tensor:
+        t0 = time.perf_counter()
+        with learner.autocast():
+            out = _forward_full_width(lambda b: token_logprobs(model, b, b.temperature, chunk_tokens=chunk)[0],
+                                      batch, mb)
+        metrics[f"{name}_s"] = time.perf_counter() - t0
+        return out
+
+    if cfg.logp_old == "rollout":
+        logp_old = batch.rollout_logprobs
+    else:
+        logp_old = logprobs(learner.actor, "old_logprobs")
+        metrics["logprob_gap"] = _global_mean((batch.rollout_logprobs - logp_old).abs(), action).item()
+    logp_ref = None
+    if learner.reference is not None:
+        logp_ref = logprobs(learner.reference, "ref_logprobs")
+        metrics["kl"] = _global_mean((logp_old - logp_ref) * action, action).item()
     if cfg.algorithm == "grpo":
         # Outcome rewards only: the KL to the reference is a loss term (losses module docstring).
         advantages = losses.grpo_advantages(batch.scores, batch.group_ids)[:, None] * action
@@ -152,9 +169,10 @@ def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tupl
 
     if learner.critic is None:
         raise ValueError("PPO needs a critic")
-    values_old = _forward_full_width(lambda b: learner.critic(b.input_ids, b.attention_mask), batch, mb)
-    rewards, _ = losses.kl_penalized_rewards(batch.scores, batch.last_action_index, logp_old, logp_ref,
-                                             action, cfg.kl_coef)
+    with learner.autocast():
+        values_old = _forward_full_width(lambda b: learner.critic(b.input_ids, b.attention_mask), batch, mb)
+    rewards, _ = losses.kl_penalized_rewards(batch.scores, batch.last_action_index, logp_old,
+                                             logp_old if logp_ref is None else logp_ref, action, cfg.kl_coef)
     value_mask = batch.response_mask if cfg.critic_sees_observations else action
     advantages, returns = losses.gae_advantages(rewards, values_old * value_mask, value_mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
@@ -230,8 +248,9 @@ def _gather(prepared: PreparedBatch, rows: torch.Tensor) -> PreparedBatch:
 def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action_scale: torch.Tensor,
                 value_scale: torch.Tensor) -> dict[str, float]:
     b = micro.batch
-    logp, entropy = token_logprobs(learner.actor, b, b.temperature, with_entropy=True,
-                                   chunk_tokens=cfg.logprob_chunk_tokens)
+    with learner.autocast():  # the forward only: backward follows the dtypes it recorded
+        logp, entropy = token_logprobs(learner.actor, b, b.temperature, with_entropy=True,
+                                       chunk_tokens=cfg.logprob_chunk_tokens)
     pg_sum, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, b.action_mask,
                                            cfg.clip_ratio, reduce="sum")
     entropy_sum = (entropy * b.action_mask).sum()
@@ -247,7 +266,8 @@ def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action
              "clip_fraction": clip_frac.item(),
              "ratio_mean": losses.masked_mean(torch.exp(logp - micro.logp_old), b.action_mask).item()}
     if learner.critic is not None:
-        values = learner.critic(b.input_ids, b.attention_mask)
+        with learner.autocast():
+            values = learner.critic(b.input_ids, b.attention_mask)
         v_sum, v_clip = losses.value_loss(values, micro.values_old, micro.returns, micro.value_mask,
                                           cfg.value_clip, reduce="sum")
         (v_sum * value_scale).backward()

@@ -11,11 +11,14 @@ weights become both the RL start point and the KL reference.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import torch
 from s3ray.config import S3Config, WarmStartConfig
 from s3ray.train.batch import collate_episodes
 from s3ray.train.losses import masked_mean
-from s3ray.train.policy import export_pretrained, hf_state_dict, load_policy, token_logprobs
+from s3ray.train.policy import autocast, export_pretrained, hf_state_dict, load_policy, token_logprobs
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,10 @@ def action_token_nll(model: torch.nn.Module, episodes: Sequence[Any], pad_id: in
 
 
 def supervised_epochs(model: torch.nn.Module, episodes: Sequence[Any], ws: WarmStartConfig,
-                      seed: int = 0) -> list[float]:
-    """``ws.epochs`` shuffled passes of cross-entropy on action tokens; returns the mean loss per epoch."""
+                      seed: int = 0, precision: Callable[[], AbstractContextManager] = contextlib.nullcontext
+                      ) -> list[float]:
+    """``ws.epochs`` shuffled passes of cross-entropy on action tokens, forwards under ``precision``
+    (:func:`s3ray.train.policy.autocast`); returns the mean loss per epoch."""
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=ws.lr)
     rng = random.Random(seed)
     order = list(range(len(episodes)))
@@ -51,7 +56,8 @@ def supervised_epochs(model: torch.nn.Module, episodes: Sequence[Any], ws: WarmS
         rng.shuffle(order)
         total, batches = 0.0, 0
         for start in range(0, len(order), ws.batch_size):
-            loss = action_token_nll(model, [episodes[i] for i in order[start:start + ws.batch_size]])
+            with precision():
+                loss = action_token_nll(model, [episodes[i] for i in order[start:start + ws.batch_size]])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -101,7 +107,8 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
         with torch.no_grad():
             before = action_token_nll(model, episodes[:ws.batch_size]).item()
         t0 = time.perf_counter()
-        losses = supervised_epochs(model, episodes, ws, seed=cfg.train.seed)
+        losses = supervised_epochs(model, episodes, ws, seed=cfg.train.seed,
+                                   precision=functools.partial(autocast, cfg.policy, torch.device("cpu")))
         for epoch, loss in enumerate(losses, start=1):
             mlflow.log_metric("warm_start_nll", loss, step=epoch)
         mlflow.log_metrics({"warm_start_nll_before": before, "warm_start_episodes": len(episodes),
