@@ -13,6 +13,7 @@ import json
 import statistics
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 from common import figure
@@ -29,9 +30,10 @@ def searcher_prompts(tokenizer, n: int) -> list[list[int]]:
     from s3ray.types import Doc
 
     hotpot = load_config(None).paths.data_dir / "hotpotqa"
-    rows = [json.loads(line) for _, line in zip(range(3 * n), open(hotpot / "corpus.jsonl", encoding="utf-8"))]
-    questions = [json.loads(line)["question"] for _, line in zip(range(n), open(hotpot / "dev.jsonl",
-                                                                                 encoding="utf-8"))]
+    with open(hotpot / "corpus.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in islice(f, 3 * n)]
+    with open(hotpot / "dev.jsonl", encoding="utf-8") as f:
+        questions = [json.loads(line)["question"] for line in islice(f, n)]
     docs = [Doc(r["id"], r["contents"].split("\n", 1)[0], r["contents"].split("\n", 1)[-1]) for r in rows]
     return [encode_prompt(tokenizer, searcher_messages(q, docs[3 * i:3 * i + 3], AgentConfig()))
             for i, q in enumerate(questions)]
