@@ -386,6 +386,14 @@ class TrainConfig(Section):
 # --------------------------------------------------------------------------------------------
 # Inference and evaluation
 # --------------------------------------------------------------------------------------------
+class SamplingConfig(Section):
+    """How one baseline samples its model; the defaults of each baseline are the original's settings."""
+
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)  # None: not sent (the server's default, 1.0)
+    max_tokens: int = Field(512, ge=1)
+
+
 class InferenceConfig(Section):
     dir: Path | None = None  # None: <work_dir>/contexts
     # Any of: direct, cot, naive_rag, naive_rag_bm25, ircot, search_o1, search_r1, deepretrieval,
@@ -400,7 +408,45 @@ class InferenceConfig(Section):
     baseline_k: int = 3  # docs per retrieval call of every baseline (the paper's k = 3)
     ircot_max_steps: int = 4
     search_o1_max_searches: int = 4
-    reasoner_max_tokens: int = 256
+    # Each baseline's sampling and rules as the s3 repo ran it (docs/fidelity.md); the other values are
+    # s3ray's earlier approximations, kept as named options.
+    # scripts/baselines/ircot.py: 0.7 / 0.95 / 2048 tokens; the whole output (tag removed) is the next query.
+    ircot_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=2048))
+    # original: s3's prompt, the whole reasoning output is the query; one_sentence: one-sentence steps
+    ircot_style: Literal["original", "one_sentence"] = "original"
+    ircot_dedup: bool = False  # the original concatenates every retrieved block, repeats included
+    # scripts/baselines/search_o1.py: 0.7 / 0.95 / 2048 tokens for both the reasoning and the analysis.
+    search_o1_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=2048))
+    # raw_docs: every retrieved doc, as context_searcho1_general.py evaluates; analyses: the condensed
+    # reason-in-documents outputs (one doc per helpful search)
+    search_o1_context: Literal["raw_docs", "analyses"] = "raw_docs"
+    # Search-R1 validation (s3/llm_agent/generation_searchr1.py via scripts/baselines/search_r1.sh): greedy,
+    # 500 tokens per turn, top-3, 4 search turns and one last turn without search.
+    search_r1_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=500))
+    # completions: the chat-templated prompt continued as one text over /v1/completions, as the checkpoint
+    # was trained; chat: each turn as a chat request with the trajectory as the previous assistant message
+    search_r1_api: Literal["completions", "chat"] = "completions"
+    # The text the checkpoint's tokenizer makes of the one user message (verl's rl_dataset applies the chat
+    # template with add_generation_prompt): Qwen2.5's template with its default system message.
+    search_r1_template: str = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                               "assistant.<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
+                               "<|im_start|>assistant\n")
+    search_r1_final_turn: bool = True  # one more generation after the last search turn, its search not run
+    # DeepRetrieval (generator_llms/query_rewrite.py): its released rewriter at 0.7, 512 tokens.
+    deepretrieval_rewriter: GeneratorConfig | None = None  # None: the reasoner
+    deepretrieval_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7))
+    # bag_of_words: what Pyserini's LuceneSearcher.search did with the Boolean query (no Boolean parsing; its
+    # English analyzer drops and/or/not as stopwords); boolean: AND/OR/NOT evaluated over BM25's top
+    # deepretrieval_candidates for the query's terms (s3ray/inference/boolean_query.py)
+    deepretrieval_query: Literal["bag_of_words", "boolean"] = "bag_of_words"
+    deepretrieval_candidates: int = Field(100, ge=1)
+    # no_context: the original drops a question whose rewrite does not parse (it is scored wrong);
+    # question: retrieve for the raw question instead
+    deepretrieval_on_failed_rewrite: Literal["no_context", "question"] = "no_context"
+    # MIRAGE questions carry their answer options; s3's retrieval queries leave them out (meta["query"])
+    query_without_options: bool = True
     batch_size: int = 32
     limit: int | None = None  # questions per dataset (None: all)
 

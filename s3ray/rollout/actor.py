@@ -91,8 +91,12 @@ class RolloutActor:
         sampling = sampling_for(self.cfg, greedy)
         questions = {q["id"]: Question.from_dict(q) for q, _ in items}
         ids = list(questions)
-        # Turn-0 docs: naive RAG's top-k for the raw question, one batched call for the whole batch.
-        found = await self.retriever.asearch([questions[i].question for i in ids], self.cfg.agent.initial_k)
+        # Turn-0 docs: naive RAG's top-k for the raw question (answer options left out, as naive RAG's),
+        # one batched call for the whole batch.
+        from s3ray.inference.base import retrieval_query
+
+        queries = [retrieval_query(questions[i], self.cfg.inference.query_without_options) for i in ids]
+        found = await self.retriever.asearch(queries, self.cfg.agent.initial_k)
         initial = dict(zip(ids, found, strict=True))
 
         async def one(question_id: str, sample_index: int):
