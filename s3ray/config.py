@@ -188,14 +188,21 @@ class JudgeConfig(Section):
     max_tokens: int = 10
     # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
     # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
-    style: Literal["contains", "lenient"] = "contains"
+    style: Literal["contains", "lenient", "aligns"] = "contains"  # aligns: s3's MIRAGE wording
 
 
 class DatasetSpec(Section):
     name: str
     path: Path
     format: Literal["flashrag", "s3_parquet", "mirage"] = "flashrag"
-    limit: int | None = None
+    limit: int | None = None  # the first N questions (smoke runs)
+    # A seeded random sample of at most N questions, the rows pandas' DataFrame.sample(n=N,
+    # random_state=sample_seed) picks from the file's rows: s3's evaluation sets (3000, seed 42).
+    sample: int | None = Field(None, ge=1)
+    sample_seed: int = 42
+    subset: str | None = None  # mirage: the one dataset of benchmark.json to load (medqa, mmlu, ...)
+    # Drop repeated question texts (first kept) before sampling: s3 does so for PopQA only.
+    dedup_questions: bool = False
 
 
 def _default_train_sets() -> list[DatasetSpec]:
@@ -454,6 +461,16 @@ class InferenceConfig(Section):
 class EvaluationConfig(Section):
     dir: Path | None = None  # None: <work_dir>/eval
     batch_size: int = 64  # questions answered and scored per resumable batch
+    # The paper answers and judges its tables with another model (Claude-3-Haiku) than the one the reward
+    # used in training: any OpenAI-compatible endpoint. None: the training generator (cfg.generator).
+    generator: GeneratorConfig | None = None
+    judge: GeneratorConfig | None = None  # None: judge.generator, else the evaluation generator
+    # Datasets of format mirage: aligns_judge is s3's context_mirage.py (no span check; the judge asks if the
+    # answer "aligns with" the golden answers, judge.enabled needed); span_then_judge: GenAcc as elsewhere.
+    mirage_scoring: Literal["aligns_judge", "span_then_judge"] = "aligns_judge"
+    # Average columns: name -> datasets (the paper: general-QA and medical averages). Empty: one "average"
+    # over every dataset.
+    averages: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class BridgeWorldConfig(Section):

@@ -105,14 +105,40 @@ def _generator_identity(gen: GeneratorConfig) -> str:
     return f"{gen.backend}:{gen.served_model_name or gen.model}"
 
 
+def evaluation_generator(cfg: S3Config) -> GeneratorConfig:
+    """Who answers in the evaluation: ``evaluation.generator``, else the training generator."""
+    return cfg.evaluation.generator or cfg.generator
+
+
+def evaluation_judge(cfg: S3Config) -> GeneratorConfig:
+    """Who judges in the evaluation: ``evaluation.judge``, else ``judge.generator``, else who answers."""
+    return cfg.evaluation.judge or cfg.judge.generator or evaluation_generator(cfg)
+
+
+def mirage_datasets(cfg: S3Config) -> set[str]:
+    return {spec.name for spec in cfg.data.dev if spec.format == "mirage"}
+
+
+def scorers(cfg: S3Config) -> tuple[Any, Any]:
+    """(the GenAcc scorer, the scorer of MIRAGE datasets): the second is s3's judge-only "aligns" test
+    under ``evaluation.mirage_scoring=aligns_judge`` when a judge is enabled, else the first."""
+    from s3ray.scoring.genacc import GenAccScorer
+
+    general = GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg))
+    if cfg.evaluation.mirage_scoring == "span_then_judge" or not mirage_datasets(cfg):
+        return general, general
+    if not cfg.judge.enabled:
+        log.warning("evaluation.mirage_scoring=aligns_judge needs judge.enabled; the MIRAGE datasets %s are "
+                    "scored by the span rule instead", sorted(mirage_datasets(cfg)))
+        return general, general
+    return general, GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg), style="aligns", span_check=False)
+
+
 def identity_tags(cfg: S3Config) -> dict[str, str]:
     """Who answered, who judged, what retrieved: the tags that make two evaluate runs comparable."""
-    if not cfg.judge.enabled:
-        judge = "none (span-only GenAcc)"
-    else:
-        judge = _generator_identity(cfg.judge.generator or cfg.generator)
+    judge = _generator_identity(evaluation_judge(cfg)) if cfg.judge.enabled else "none (span-only GenAcc)"
     retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
-    return {"s3ray.generator": _generator_identity(cfg.generator), "s3ray.judge": judge,
+    return {"s3ray.generator": _generator_identity(evaluation_generator(cfg)), "s3ray.judge": judge,
             "s3ray.retriever": retriever,
             "s3ray.reasoner": _generator_identity(cfg.inference.reasoner or cfg.generator)}
 
@@ -123,13 +149,14 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
         log.info("every gathered context is already scored")
         return
     from s3ray.generation.client import GeneratorClient
-    from s3ray.scoring.genacc import GenAccScorer
 
-    generator = GeneratorClient.from_config(cfg.generator)
-    scorer = GenAccScorer.from_config(cfg)
+    generator = GeneratorClient.from_config(evaluation_generator(cfg))
+    general, mirage = scorers(cfg)
+    medical = mirage_datasets(cfg)
     # Every file at once: their requests share the generator's batches instead of queueing file by file.
-    await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator, scorer, gatherer,
-                                         dataset, cfg.evaluation.batch_size)
+    await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator,
+                                         mirage if dataset in medical else general, gatherer, dataset,
+                                         cfg.evaluation.batch_size)
                            for gatherer, dataset, path in pending))
 
 
@@ -152,7 +179,7 @@ def evaluate(cfg: S3Config) -> Path:
     tags = identity_tags(cfg)
     report = build_report(records, cfg.evaluation.dir, cfg.inference.gatherers,
                           [spec.name for spec in cfg.data.dev],
-                          title=f"GenAcc — generator {tags['s3ray.generator']}")
+                          title=f"GenAcc — generator {tags['s3ray.generator']}", averages=cfg.evaluation.averages)
     with start_run(cfg, "evaluate", tags=tags):
         mlflow.log_metrics(report.metrics())
         for path in report.files:

@@ -49,6 +49,22 @@ JUDGE_TEMPLATES = {
         "Response: {response}\n"
         "Reply with one word: yes or no."
     ),
+    # s3's MIRAGE judge (scripts/evaluation/context_mirage.py::evaluate_answer): does the answer "align
+    # with" the golden answers, shown one per "- " line; the only GenAcc test on the medical sets.
+    "aligns": (
+        "You are an evaluator for question-answering systems. Your task is to determine if the given answer "
+        "aligns with the golden answers.\n\n"
+        "Question: {question}\n\n"
+        "RAG System's Answer: {response}\n\n"
+        "Golden Answers (reference):\n{golds}\n\n"
+        "Please evaluate if the RAG system's answer aligns with the golden answers. The answer should be "
+        "considered correct if it:\n"
+        "- Contains the same key information as the golden answers\n"
+        "- Expresses the same meaning, even if using different words\n"
+        "- Is factually consistent with the golden answers\n\n"
+        'Respond with ONLY "yes" if the answer aligns with the golden answers, or "no" if it does not. '
+        "Do not include any other text or explanation."
+    ),
 }
 
 _CONTEXT_FREE = {"", ZERO_SHOT_SYSTEM, COT_SYSTEM}
@@ -90,7 +106,8 @@ def judge_messages(question: str, response: str, golds: Sequence[str], style: st
     """The judge's one user message, asking yes/no; ``style`` names one of :data:`JUDGE_TEMPLATES`."""
     if style not in JUDGE_TEMPLATES:
         raise ValueError(f"unknown judge style {style!r}; known: {sorted(JUDGE_TEMPLATES)}")
-    return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=list(golds),
+    shown = "\n".join(f"- {g}" for g in golds) if style == "aligns" else list(golds)
+    return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=shown,
                                                                       response=response)}]
 
 

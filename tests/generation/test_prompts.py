@@ -73,3 +73,13 @@ def test_judge_messages():
 ])
 def test_parse_judge(reply, verdict):
     assert prompts.parse_judge(reply) is verdict
+
+
+def test_mirage_judge_is_s3s_aligns_wording():
+    """Compared byte for byte with s3's scripts/evaluation/context_mirage.py::evaluate_answer."""
+    import hashlib
+
+    [message] = prompts.judge_messages("Which?\nOptions:\nA: x\n", "A: x", ["A: x", "B"], style="aligns")
+    text = message["content"]
+    assert "Golden Answers (reference):\n- A: x\n- B\n\n" in text and "RAG System's Answer: A: x\n" in text
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "9047b3b27777256d"
