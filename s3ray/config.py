@@ -255,6 +255,12 @@ class AgentConfig(Section):
     use_initial_docs: bool = True  # ablation: False drops the turn-0 naive-RAG docs from the context
     use_selection: bool = True  # ablation: False keeps every retrieved doc
     reward: Literal["gbr", "seed"] = "gbr"  # seed: 2*Acc_s3 - Acc_RAG, as the released code computes
+    # False: the prompt still asks for up to select_cap ids, but every named id is kept, as s3's reward
+    # (verl/utils/reward_score/rag_2.py) keeps them: the cap is enforced only by the prompt there.
+    enforce_select_cap: bool = True
+    # Turn-0 docs of training rollouts (None: initial_k). s3's training prompts (scripts/data_process/
+    # train_s3.py) keep all 12 retrieved docs, its test prompts the first 3.
+    train_initial_k: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _apply_preset(self) -> AgentConfig:
@@ -334,7 +340,15 @@ class TrainConfig(Section):
     grpo_group_size: int = Field(5, ge=1)
     actor_lr: float = 1e-6
     critic_lr: float = 1e-5
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.0  # lr_warmup=per_update: a linear ramp over this share of the optimiser updates
+    # verl: s3's schedule (verl get_constant_schedule_with_warmup, stepped once per training step): the lr
+    # factor at step t is min(1, t / max(1, warmup steps)), so a warmup of 0 still makes step 0's lr 0.
+    lr_warmup: Literal["per_update", "verl"] = "per_update"
+    actor_warmup_steps: int = Field(0, ge=0)  # lr_warmup=verl; s3: int(0 * 1500) = 0
+    critic_warmup_steps: int = Field(0, ge=0)  # lr_warmup=verl; s3: int(0.01 * 1500) = 15
+    # zeros: V = 0 at the start (s3ray); normal: N(0, initializer_range) weights and a zero bias, the value
+    # head verl's critic gets (AutoModelForTokenClassification with num_labels=1)
+    value_head_init: Literal["zeros", "normal"] = "zeros"
     gamma: float = 1.0
     lam: float = 1.0
     clip_ratio: float = 0.2

@@ -96,7 +96,9 @@ class RolloutActor:
         from s3ray.inference.base import retrieval_query
 
         queries = [retrieval_query(questions[i], self.cfg.inference.query_without_options) for i in ids]
-        found = await self.retriever.asearch(queries, self.cfg.agent.initial_k)
+        agent = self.cfg.agent
+        initial_k = agent.train_initial_k if with_reward and agent.train_initial_k else agent.initial_k
+        found = await self.retriever.asearch(queries, initial_k)
         initial = dict(zip(ids, found, strict=True))
 
         async def one(question_id: str, sample_index: int):
