@@ -188,7 +188,8 @@ class JudgeConfig(Section):
     max_tokens: int = 10
     # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
     # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
-    style: Literal["contains", "lenient", "aligns"] = "contains"  # aligns: s3's MIRAGE wording
+    # s3: the original's wording of "contains"; aligns: s3's MIRAGE wording
+    style: Literal["contains", "lenient", "s3", "aligns"] = "contains"
 
 
 class DatasetSpec(Section):
@@ -482,6 +483,9 @@ class EvaluationConfig(Section):
     # Datasets of format mirage: aligns_judge is s3's context_mirage.py (no span check; the judge asks if the
     # answer "aligns with" the golden answers, judge.enabled needed); span_then_judge: GenAcc as elsewhere.
     mirage_scoring: Literal["aligns_judge", "span_then_judge"] = "aligns_judge"
+    # The answer prompt of rag contexts (generation.prompts.answer_messages_as): s3ray (the context block every
+    # backend reads), s3 (the original's system + user wording), s3_claude (the one user message Claude got)
+    answer_prompt: Literal["s3ray", "s3", "s3_claude"] = "s3ray"
     # Average columns: name -> datasets (the paper: general-QA and medical averages). Empty: one "average"
     # over every dataset.
     averages: dict[str, list[str]] = Field(default_factory=dict)

@@ -28,14 +28,14 @@ def result_path(cfg: S3Config, gatherer: str, dataset: str) -> Path:
     return cfg.evaluation.dir / "results" / gatherer / f"{dataset}.jsonl"
 
 
-def answer_prompt(ctx: GatheredContext) -> list[dict[str, str]]:
+def answer_prompt(ctx: GatheredContext, style: str = "s3ray") -> list[dict[str, str]]:
     from s3ray.generation import prompts
 
     if ctx.answer_mode == "zero_shot":
         return prompts.zero_shot_messages(ctx.question)
     if ctx.answer_mode == "cot":
         return prompts.cot_messages(ctx.question)
-    return prompts.answer_messages(ctx.question, ctx.docs)
+    return prompts.answer_messages_as(style, ctx.question, ctx.docs)
 
 
 def prediction_of(ctx: GatheredContext, output: str) -> str:
@@ -49,9 +49,9 @@ def context_words(ctx: GatheredContext) -> int:
 
 
 async def score_contexts(contexts: list[GatheredContext], generator, scorer, gatherer: str,
-                         dataset: str) -> list[dict[str, Any]]:
+                         dataset: str, style: str = "s3ray") -> list[dict[str, Any]]:
     """One scored record per context: the generator's answer, GenAcc/EM/F1 and the context size."""
-    outputs = await generator.achat_many([answer_prompt(c) for c in contexts])
+    outputs = await generator.achat_many([answer_prompt(c, style) for c in contexts])
     predictions = [prediction_of(c, out) for c, out in zip(contexts, outputs, strict=True)]
     scores = await scorer.score_many([(c.question, p, list(c.golden_answers))
                                       for c, p in zip(contexts, predictions, strict=True)])
@@ -71,12 +71,12 @@ def unscored(contexts_file: Path, results_file: Path) -> tuple[list[GatheredCont
 
 
 async def evaluate_file(contexts_file: Path, results_file: Path, generator, scorer, gatherer: str,
-                        dataset: str, batch_size: int) -> int:
+                        dataset: str, batch_size: int, style: str = "s3ray") -> int:
     """Score the contexts of ``contexts_file`` missing from ``results_file``; returns how many were new."""
     todo, done = unscored(contexts_file, results_file)
     start = time.monotonic()
     for i in range(0, len(todo), batch_size):
-        records = await score_contexts(todo[i:i + batch_size], generator, scorer, gatherer, dataset)
+        records = await score_contexts(todo[i:i + batch_size], generator, scorer, gatherer, dataset, style)
         append_records(results_file, records)
         done.update((r["question_id"], r) for r in records)
         log.info("%s/%s: %d/%d scored (%.2f questions/s)", gatherer, dataset, i + len(records), len(todo),
@@ -156,7 +156,7 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
     # Every file at once: their requests share the generator's batches instead of queueing file by file.
     await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator,
                                          mirage if dataset in medical else general, gatherer, dataset,
-                                         cfg.evaluation.batch_size)
+                                         cfg.evaluation.batch_size, cfg.evaluation.answer_prompt)
                            for gatherer, dataset, path in pending))
 
 

@@ -49,6 +49,11 @@ JUDGE_TEMPLATES = {
         "Response: {response}\n"
         "Reply with one word: yes or no."
     ),
+    # s3's own wording (generator_llms/local_inst.py::check_if_response_is_correct_llm), golds as a Python list
+    "s3": (
+        "Please check if any of the golden answers is contained in the following response: {response}\n\n"
+        "Golden answers: {golds}\n\nPlease directly answer with 'yes' or 'no'."
+    ),
     # s3's MIRAGE judge (scripts/evaluation/context_mirage.py::evaluate_answer): does the answer "align
     # with" the golden answers, shown one per "- " line; the only GenAcc test on the medical sets.
     "aligns": (
@@ -88,6 +93,31 @@ def answer_messages(question: str, docs: Sequence[Doc]) -> Messages:
             {"role": "user", "content": question}]
 
 
+# s3's answer prompts, word for word (generator_llms/local_inst.py::generate_answer): the chat form its local
+# generator got, and the one user message Claude got in the evaluation scripts. The docs are s3's
+# ``Doc i (Title: T) text`` lines; the extractive reader reads them as lines (no context block).
+S3_ANSWER_SYSTEM = ("Use the following contexts (some might be irrelevant) on demand:\nContexts:\n{contexts}\n\n"
+                    "Important: You MUST directly answer the question without any other text and thinking.")
+S3_CLAUDE_ANSWER = ("Use the following contexts (some might be irrelevant) on demand:\n\nContexts:\n{contexts}\n\n"
+                    "Question: {question}\n\n"
+                    "Important: You MUST directly answer the question without any other text and thinking.")
+ANSWER_PROMPTS = ("s3ray", "s3", "s3_claude")
+
+
+def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messages:
+    """The answer prompt in one of :data:`ANSWER_PROMPTS`: ``s3ray`` (:func:`answer_messages`, the context
+    block every backend reads), ``s3`` or ``s3_claude`` (the original's wording)."""
+    if style == "s3ray":
+        return answer_messages(question, docs)
+    contexts = render_docs(docs) + "\n"  # s3's retrieval scripts end every doc line with a newline
+    if style == "s3":
+        return [{"role": "system", "content": S3_ANSWER_SYSTEM.format(contexts=contexts)},
+                {"role": "user", "content": question}]
+    if style == "s3_claude":
+        return [{"role": "user", "content": S3_CLAUDE_ANSWER.format(contexts=contexts, question=question)}]
+    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+
+
 def zero_shot_messages(question: str) -> Messages:
     return [{"role": "system", "content": ZERO_SHOT_SYSTEM}, {"role": "user", "content": question}]
 
@@ -106,7 +136,7 @@ def judge_messages(question: str, response: str, golds: Sequence[str], style: st
     """The judge's one user message, asking yes/no; ``style`` names one of :data:`JUDGE_TEMPLATES`."""
     if style not in JUDGE_TEMPLATES:
         raise ValueError(f"unknown judge style {style!r}; known: {sorted(JUDGE_TEMPLATES)}")
-    shown = "\n".join(f"- {g}" for g in golds) if style == "aligns" else list(golds)
+    shown = "\n".join(f"- {g}" for g in golds) if style == "aligns" else str(list(golds))
     return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=shown,
                                                                       response=response)}]
 
