@@ -227,6 +227,12 @@ class RagCacheConfig(Section):
     num_cpus: float = 0.25  # per actor: they wait on HTTP, the services do the compute
     drop_yes_no: bool = True
     drop_answered: bool = True
+    # The reward's baseline accuracy (GBR's Acc_RAG) and the training filter's: naive_rag (the paper: the
+    # generator with the top-k docs), or the name of a gatherer whose contexts for the training questions
+    # are in baseline_contexts (`s3ray infer` with data.dev set to the training sets): the generator answers
+    # with those docs instead, e.g. search_r1 for a "gain beyond Search-R1".
+    baseline: str = "naive_rag"
+    baseline_contexts: Path | None = None  # a folder of <dataset>.jsonl; None: <inference.dir>/<baseline>
 
 
 # --------------------------------------------------------------------------------------------

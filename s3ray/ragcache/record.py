@@ -25,6 +25,8 @@ class CacheIdentity:
         judge = (f"{generator_identity(cfg.judge.generator or cfg.generator)}:{cfg.judge.style}"
                  if cfg.judge.enabled else "none")
         retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
+        if cfg.rag_cache.baseline != "naive_rag":  # another gatherer's contexts: a cache of its own
+            retriever = f"contexts:{cfg.rag_cache.baseline}:{retriever}"
         return cls(generator_identity(cfg.generator), retriever, cfg.rag_cache.topk, judge)
 
 
