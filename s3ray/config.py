@@ -268,6 +268,9 @@ class AgentConfig(Section):
     # Turn-0 docs of training rollouts (None: initial_k). s3's training prompts (scripts/data_process/
     # train_s3.py) keep all 12 retrieved docs, its test prompts the first 3.
     train_initial_k: int | None = Field(None, ge=1)
+    # The prompt the reward's generator answers with, and the RAG cache's (they must match):
+    # generation.prompts.answer_messages_as; s3: the original's wording (generator_llms/local_inst.py)
+    answer_prompt: Literal["s3ray", "s3"] = "s3ray"
 
     @model_validator(mode="after")
     def _apply_preset(self) -> AgentConfig:

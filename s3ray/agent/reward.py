@@ -41,7 +41,7 @@ class RewardScorer:
     """
 
     def __init__(self, generator_client, scorer, rag_cache, retriever_client, rag_k: int,
-                 variant: RewardVariant = "gbr", baseline: str = "naive_rag"):
+                 variant: RewardVariant = "gbr", baseline: str = "naive_rag", answer_prompt: str = "s3ray"):
         gain_beyond_rag(0.0, 0.0, variant)  # reject an unknown variant now, not after a rollout
         self.generator = generator_client
         self.scorer = scorer
@@ -50,6 +50,7 @@ class RewardScorer:
         self.rag_k = rag_k
         self.variant = variant
         self.baseline = baseline  # rag_cache.baseline: only naive RAG's term can be recomputed on a miss
+        self.answer_prompt = answer_prompt  # agent.answer_prompt, the cache's too
         self._recomputed: dict[str, float] = {}  # cache misses scored by this scorer
         self.cache_misses = 0
 
@@ -64,9 +65,10 @@ class RewardScorer:
             ep.reward = gain_beyond_rag(ep.acc_s3, ep.acc_rag, self.variant)
 
     async def _score_contexts(self, episodes: Sequence[Episode]) -> list[tuple[float, str]]:
-        from s3ray.generation.prompts import answer_messages
+        from s3ray.generation.prompts import answer_messages_as
 
-        answers = await self.generator.achat_many([answer_messages(ep.question, ep.context) for ep in episodes])
+        answers = await self.generator.achat_many([answer_messages_as(self.answer_prompt, ep.question, ep.context)
+                                                   for ep in episodes])
         scores = await self.scorer.score_many([(ep.question, answer, ep.golden_answers)
                                                for ep, answer in zip(episodes, answers, strict=True)])
         return [(s.genacc, s.decided_by) for s in scores]
@@ -94,7 +96,7 @@ class RewardScorer:
             log.info("naive-RAG cache misses: recomputing %d questions (k=%d)", len(missing), self.rag_k)
             self.cache_misses += len(missing)
             records = await score_naive_rag(list(missing.values()), self.retriever, self.generator,
-                                            self.scorer, self.rag_k)
+                                            self.scorer, self.rag_k, answer_prompt=self.answer_prompt)
             for record in records:
                 self._recomputed[record.question_id] = out[record.question_id] = record.genacc
         return out

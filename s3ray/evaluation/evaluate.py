@@ -32,16 +32,16 @@ def answer_prompt(ctx: GatheredContext, style: str = "s3ray") -> list[dict[str, 
     from s3ray.generation import prompts
 
     if ctx.answer_mode == "zero_shot":
-        return prompts.zero_shot_messages(ctx.question)
+        return prompts.zero_shot_messages_as(style, ctx.question)
     if ctx.answer_mode == "cot":
-        return prompts.cot_messages(ctx.question)
+        return prompts.cot_messages_as(style, ctx.question)
     return prompts.answer_messages_as(style, ctx.question, ctx.docs)
 
 
-def prediction_of(ctx: GatheredContext, output: str) -> str:
+def prediction_of(ctx: GatheredContext, output: str, style: str = "s3ray") -> str:
     from s3ray.generation.prompts import extract_cot_answer
 
-    return extract_cot_answer(output) if ctx.answer_mode == "cot" else output
+    return extract_cot_answer(output, first=style != "s3ray") if ctx.answer_mode == "cot" else output
 
 
 def context_words(ctx: GatheredContext) -> int:
@@ -52,7 +52,7 @@ async def score_contexts(contexts: list[GatheredContext], generator, scorer, gat
                          dataset: str, style: str = "s3ray") -> list[dict[str, Any]]:
     """One scored record per context: the generator's answer, GenAcc/EM/F1 and the context size."""
     outputs = await generator.achat_many([answer_prompt(c, style) for c in contexts])
-    predictions = [prediction_of(c, out) for c, out in zip(contexts, outputs, strict=True)]
+    predictions = [prediction_of(c, out, style) for c, out in zip(contexts, outputs, strict=True)]
     scores = await scorer.score_many([(c.question, p, list(c.golden_answers))
                                       for c, p in zip(contexts, predictions, strict=True)])
     return [{"question_id": c.question_id, "gatherer": gatherer, "dataset": dataset,

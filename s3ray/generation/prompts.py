@@ -102,6 +102,25 @@ S3_CLAUDE_ANSWER = ("Use the following contexts (some might be irrelevant) on de
                     "Question: {question}\n\n"
                     "Important: You MUST directly answer the question without any other text and thinking.")
 ANSWER_PROMPTS = ("s3ray", "s3", "s3_claude")
+S3_ZERO_SHOT = "Important: You MUST directly answer the question without any other text and thinking."
+_S3_COT_STEPS = (
+    "1. First, think through the problem step by step\n"
+    "2. Show your reasoning process\n"
+    "3. Finally, provide the answer in <answer> tags\n\n"
+    "Example format:\n"
+    "Let me think through this step by step:\n"
+    "1. First, I need to consider...\n"
+    "2. Then, I should look at...\n"
+    "3. Based on this analysis...\n\n"
+    "<answer>The final answer goes here</answer>\n\n"
+    "Important: \n"
+    "- Make sure to clearly separate your reasoning steps from the final answer\n"
+    "- Always put your final answer between <answer> and </answer> tags\n"
+    "- The answer should be concise and directly answer the question"
+)
+S3_COT_SYSTEM = "You are a helpful assistant that solves questions step by step. \nFor each question:\n" + _S3_COT_STEPS
+S3_CLAUDE_COT = ("You are a helpful assistant that solves questions step by step. \nFor this question:\n"
+                 + _S3_COT_STEPS + "\n\nQuestion: {question}")
 
 
 def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messages:
@@ -118,6 +137,28 @@ def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messag
     raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
 
 
+def zero_shot_messages_as(style: str, question: str) -> Messages:
+    """The direct row's prompt in one of :data:`ANSWER_PROMPTS` (s3's ``generate_answer_zero_shot``)."""
+    if style == "s3ray":
+        return zero_shot_messages(question)
+    if style == "s3":
+        return [{"role": "system", "content": S3_ZERO_SHOT}, {"role": "user", "content": question}]
+    if style == "s3_claude":
+        return [{"role": "user", "content": f"{S3_ZERO_SHOT}\n\nQuestion: {question}"}]
+    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+
+
+def cot_messages_as(style: str, question: str) -> Messages:
+    """The CoT row's prompt in one of :data:`ANSWER_PROMPTS` (s3's ``generate_answer_cot``)."""
+    if style == "s3ray":
+        return cot_messages(question)
+    if style == "s3":
+        return [{"role": "system", "content": S3_COT_SYSTEM}, {"role": "user", "content": question}]
+    if style == "s3_claude":
+        return [{"role": "user", "content": S3_CLAUDE_COT.format(question=question)}]
+    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+
+
 def zero_shot_messages(question: str) -> Messages:
     return [{"role": "system", "content": ZERO_SHOT_SYSTEM}, {"role": "user", "content": question}]
 
@@ -126,10 +167,11 @@ def cot_messages(question: str) -> Messages:
     return [{"role": "system", "content": COT_SYSTEM}, {"role": "user", "content": question}]
 
 
-def extract_cot_answer(text: str) -> str:
-    """The text inside the last ``<answer>...</answer>``; the whole output if the tag is missing."""
+def extract_cot_answer(text: str, first: bool = False) -> str:
+    """The text inside the last ``<answer>...</answer>`` (the first with ``first``, as s3's
+    ``generate_answer_cot`` reads it); the whole output if the tag is missing."""
     found = _ANSWER_TAG.findall(text)
-    return found[-1].strip() if found else text.strip()
+    return found[0 if first else -1].strip() if found else text.strip()
 
 
 def judge_messages(question: str, response: str, golds: Sequence[str], style: str = "contains") -> Messages:

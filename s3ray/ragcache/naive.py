@@ -14,7 +14,7 @@ from s3ray.types import Doc, Question
 
 
 async def score_naive_rag(questions: Sequence[Question], retriever_client, generator_client, scorer, k: int,
-                          identity: CacheIdentity | None = None) -> list[RagRecord]:
+                          identity: CacheIdentity | None = None, answer_prompt: str = "s3ray") -> list[RagRecord]:
     """Records in input order. ``identity`` names the generator/retriever/judge in the records
     (default: the clients' model and URL). Errors of the services propagate (nothing is faked)."""
     if not questions:
@@ -23,16 +23,16 @@ async def score_naive_rag(questions: Sequence[Question], retriever_client, gener
         judge = getattr(scorer.judge_client, "model", None)
         identity = CacheIdentity(f"{generator_client.model}", f"{retriever_client.url}", k, judge or "none")
     results = await retriever_client.asearch([q.question for q in questions], k)
-    return await score_docs(questions, results, generator_client, scorer, identity)
+    return await score_docs(questions, results, generator_client, scorer, identity, answer_prompt)
 
 
 async def score_docs(questions: Sequence[Question], docs: Sequence[Sequence[Doc]], generator_client, scorer,
-                     identity: CacheIdentity) -> list[RagRecord]:
+                     identity: CacheIdentity, answer_prompt: str = "s3ray") -> list[RagRecord]:
     """The generator's answer with each question's docs, scored: naive RAG's, or another gatherer's
     cached contexts (``rag_cache.baseline``)."""
-    from s3ray.generation.prompts import answer_messages
+    from s3ray.generation.prompts import answer_messages_as
 
-    answers = await generator_client.achat_many([answer_messages(q.question, list(d))
+    answers = await generator_client.achat_many([answer_messages_as(answer_prompt, q.question, list(d))
                                                  for q, d in zip(questions, docs, strict=True)])
     scores = await scorer.score_many([(q.question, a, q.golden_answers)
                                       for q, a in zip(questions, answers, strict=True)])

@@ -70,6 +70,7 @@ class NaiveRagBatch:
         self.identity = CacheIdentity.from_config(cfg)
         self.cache_dir = cfg.rag_cache.dir
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the HTTP clients persist
+        self.answer_prompt = cfg.agent.answer_prompt
         self.baseline_docs = None  # naive RAG; else the baseline gatherer's docs by question id
         if cfg.rag_cache.baseline != "naive_rag":
             from s3ray.ragcache.baseline import load_baseline_docs
@@ -81,12 +82,12 @@ class NaiveRagBatch:
 
         if self.baseline_docs is None:
             return score_naive_rag(questions, self.retriever, self.generator, self.scorer, self.identity.k,
-                                   self.identity)
+                                   self.identity, self.answer_prompt)
         missing = [q.id for q in questions if q.id not in self.baseline_docs]
         if missing:
             raise KeyError(f"no baseline context for {missing[:3]}")
         return score_docs(questions, [self.baseline_docs[q.id] for q in questions], self.generator, self.scorer,
-                          self.identity)
+                          self.identity, self.answer_prompt)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         questions = [Question.from_dict(json.loads(p)) for p in batch["payload"]]

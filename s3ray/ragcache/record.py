@@ -27,7 +27,10 @@ class CacheIdentity:
         retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
         if cfg.rag_cache.baseline != "naive_rag":  # another gatherer's contexts: a cache of its own
             retriever = f"contexts:{cfg.rag_cache.baseline}:{retriever}"
-        return cls(generator_identity(cfg.generator), retriever, cfg.rag_cache.topk, judge)
+        generator = generator_identity(cfg.generator)
+        if cfg.agent.answer_prompt != "s3ray":  # another answer prompt: other answers, another cache
+            generator += f":prompt={cfg.agent.answer_prompt}"
+        return cls(generator, retriever, cfg.rag_cache.topk, judge)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ class RolloutActor:
             # every RAG term is then recomputed (and remembered) by the scorer.
             self._scorer = RewardScorer(GeneratorClient.from_config(cfg.generator), GenAccScorer.from_config(cfg),
                                         RagCache.for_config(cfg), self.retriever, cfg.rag_cache.topk,
-                                        cfg.agent.reward, cfg.rag_cache.baseline)
+                                        cfg.agent.reward, cfg.rag_cache.baseline, cfg.agent.answer_prompt)
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,

@@ -106,3 +106,19 @@ def test_s3_answer_prompts_and_judge_are_the_originals():
     assert prompts.answer_messages_as("s3ray", "Q?", docs) == prompts.answer_messages("Q?", docs)
     with pytest.raises(ValueError, match="unknown answer prompt"):
         prompts.answer_messages_as("other", "Q?", docs)
+
+
+def test_s3_zero_shot_and_cot_prompts_are_the_originals():
+    """Compared byte for byte with s3's generate_answer_zero_shot / generate_answer_cot (local and Claude
+    forms) before the digests were pinned; s3 reads the first <answer>."""
+    import hashlib
+
+    def digest(messages):
+        return hashlib.sha256(repr(messages).encode()).hexdigest()[:16]
+
+    got = [digest(prompts.zero_shot_messages_as(s, "Q?")) for s in ("s3", "s3_claude")]
+    got += [digest(prompts.cot_messages_as(s, "Q?")) for s in ("s3", "s3_claude")]
+    assert got == ["f955f117b258c7f0", "7590685299db244a", "afac7ade9aa4f1ff", "ed3b39a125f2a7b3"]
+    assert prompts.cot_messages_as("s3ray", "Q?") == prompts.cot_messages("Q?")
+    assert prompts.extract_cot_answer("<answer>a</answer> then <answer>b</answer>", first=True) == "a"
+    assert prompts.extract_cot_answer("<answer>a</answer> then <answer>b</answer>") == "b"

@@ -58,3 +58,23 @@ def test_the_reward_reads_the_baselines_accuracy_and_refuses_to_recompute_it():
     assert (ep.acc_s3, ep.acc_rag, ep.reward) == (1.0, 1.0, 0.0)  # no gain beyond a baseline that answers
     with pytest.raises(RuntimeError, match="no cached baseline accuracy for rag_cache.baseline=search_r1"):
         asyncio.run(scorer.score([episode("q2")]))
+
+
+def test_the_answer_prompt_reaches_the_cache_and_names_it(tmp_path):
+    class Recorder:
+        model = "rec"
+
+        def __init__(self):
+            self.batches = []
+
+        async def achat_many(self, batch):
+            self.batches.append(batch)
+            return ["Paris"] * len(batch)
+
+    q = Question("q1", "capital of france?", ("Paris",), "hotpotqa")
+    doc = Doc("d", "France", "Paris is the capital")
+    gen = Recorder()
+    identity = CacheIdentity.from_config(cfg_for(tmp_path, "agent.answer_prompt=s3"))
+    asyncio.run(score_docs([q], [[doc]], gen, GenAccScorer(None), identity, answer_prompt="s3"))
+    assert gen.batches[0][0][0]["content"].startswith("Use the following contexts (some might be irrelevant) on demand")
+    assert identity.generator.endswith(":prompt=s3") and identity != CacheIdentity.from_config(cfg_for(tmp_path))
