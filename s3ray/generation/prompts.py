@@ -11,7 +11,7 @@ extractive reader.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from s3ray.types import Doc
 
@@ -123,40 +123,38 @@ S3_CLAUDE_COT = ("You are a helpful assistant that solves questions step by step
                  + _S3_COT_STEPS + "\n\nQuestion: {question}")
 
 
-def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messages:
-    """The answer prompt in one of :data:`ANSWER_PROMPTS`: ``s3ray`` (:func:`answer_messages`, the context
-    block every backend reads), ``s3`` or ``s3_claude`` (the original's wording)."""
+def _in_style(style: str, s3ray: Callable[[], Messages], question: str, system: str, claude: str) -> Messages:
+    """One prompt in one of :data:`ANSWER_PROMPTS`: s3ray's builder; ``s3``, the original's instruction as
+    the system message and the question as the user's (its local generator); ``s3_claude``, the one user
+    message the original sent Claude."""
     if style == "s3ray":
-        return answer_messages(question, docs)
-    contexts = render_docs(docs) + "\n"  # s3's retrieval scripts end every doc line with a newline
+        return s3ray()
     if style == "s3":
-        return [{"role": "system", "content": S3_ANSWER_SYSTEM.format(contexts=contexts)},
-                {"role": "user", "content": question}]
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
     if style == "s3_claude":
-        return [{"role": "user", "content": S3_CLAUDE_ANSWER.format(contexts=contexts, question=question)}]
+        return [{"role": "user", "content": claude}]
     raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+
+
+def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messages:
+    """The answer prompt (s3's ``generate_answer``); ``s3ray`` is :func:`answer_messages`, whose context block
+    every backend reads."""
+    contexts = render_docs(docs) + "\n"  # s3's retrieval scripts end every doc line with a newline
+    return _in_style(style, lambda: answer_messages(question, docs), question,
+                     S3_ANSWER_SYSTEM.format(contexts=contexts),
+                     S3_CLAUDE_ANSWER.format(contexts=contexts, question=question))
 
 
 def zero_shot_messages_as(style: str, question: str) -> Messages:
-    """The direct row's prompt in one of :data:`ANSWER_PROMPTS` (s3's ``generate_answer_zero_shot``)."""
-    if style == "s3ray":
-        return zero_shot_messages(question)
-    if style == "s3":
-        return [{"role": "system", "content": S3_ZERO_SHOT}, {"role": "user", "content": question}]
-    if style == "s3_claude":
-        return [{"role": "user", "content": f"{S3_ZERO_SHOT}\n\nQuestion: {question}"}]
-    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+    """The direct row's prompt (s3's ``generate_answer_zero_shot``)."""
+    return _in_style(style, lambda: zero_shot_messages(question), question, S3_ZERO_SHOT,
+                     f"{S3_ZERO_SHOT}\n\nQuestion: {question}")
 
 
 def cot_messages_as(style: str, question: str) -> Messages:
-    """The CoT row's prompt in one of :data:`ANSWER_PROMPTS` (s3's ``generate_answer_cot``)."""
-    if style == "s3ray":
-        return cot_messages(question)
-    if style == "s3":
-        return [{"role": "system", "content": S3_COT_SYSTEM}, {"role": "user", "content": question}]
-    if style == "s3_claude":
-        return [{"role": "user", "content": S3_CLAUDE_COT.format(question=question)}]
-    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+    """The CoT row's prompt (s3's ``generate_answer_cot``)."""
+    return _in_style(style, lambda: cot_messages(question), question, S3_COT_SYSTEM,
+                     S3_CLAUDE_COT.format(question=question))
 
 
 def zero_shot_messages(question: str) -> Messages:
