@@ -32,3 +32,22 @@ def test_value_head_init():
     assert torch.count_nonzero(normal.value_head.bias) == 0
     with pytest.raises(ValueError, match="unknown value head init"):
         Critic(nn.Identity(), 8, init="xavier")
+
+
+def test_the_learner_steps_verls_schedule_once_per_training_step(random_lm_dir):
+    """4 optimiser updates a step (120 episodes, mini-batches of 30): the actor's lr is 0 for all of step 0,
+    then full; the critic's ramps by 1/15 a step; the critic's head is verl's normal init."""
+    from s3ray.config import PolicyConfig, TrainConfig
+    from s3ray.train.update import build_learner
+
+    cfg = TrainConfig(lr_warmup="verl", actor_warmup_steps=0, critic_warmup_steps=15, value_head_init="normal")
+    learner = build_learner(random_lm_dir, PolicyConfig(), cfg, torch.device("cpu"))
+    actor_lrs, critic_lrs = [], []
+    for _ in range(8):  # two training steps of 4 updates each
+        actor_lrs.append(learner.actor_optim.param_groups[0]["lr"])
+        critic_lrs.append(learner.critic_optim.param_groups[0]["lr"])
+        for scheduler in learner.schedulers:
+            scheduler.step()
+    assert actor_lrs == [0.0] * 4 + [cfg.actor_lr] * 4
+    assert critic_lrs == pytest.approx([0.0] * 4 + [cfg.critic_lr / 15] * 4)
+    assert torch.count_nonzero(learner.critic.value_head.weight) > 0
