@@ -188,14 +188,22 @@ class JudgeConfig(Section):
     max_tokens: int = 10
     # contains: s3's wording (is a golden answer contained in the response?); lenient: also shows the
     # question and accepts the same meaning in other words (generation.prompts.JUDGE_TEMPLATES)
-    style: Literal["contains", "lenient"] = "contains"
+    # s3: the original's wording of "contains"; aligns: s3's MIRAGE wording
+    style: Literal["contains", "lenient", "s3", "aligns"] = "contains"
 
 
 class DatasetSpec(Section):
     name: str
     path: Path
     format: Literal["flashrag", "s3_parquet", "mirage"] = "flashrag"
-    limit: int | None = None
+    limit: int | None = None  # the first N questions (smoke runs)
+    # A seeded random sample of at most N questions, the rows pandas' DataFrame.sample(n=N,
+    # random_state=sample_seed) picks from the file's rows: s3's evaluation sets (3000, seed 42).
+    sample: int | None = Field(None, ge=1)
+    sample_seed: int = 42
+    subset: str | None = None  # mirage: the one dataset of benchmark.json to load (medqa, mmlu, ...)
+    # Drop repeated question texts (first kept) before sampling: s3 does so for PopQA only.
+    dedup_questions: bool = False
 
 
 def _default_train_sets() -> list[DatasetSpec]:
@@ -219,6 +227,12 @@ class RagCacheConfig(Section):
     num_cpus: float = 0.25  # per actor: they wait on HTTP, the services do the compute
     drop_yes_no: bool = True
     drop_answered: bool = True
+    # The reward's baseline accuracy (GBR's Acc_RAG) and the training filter's: naive_rag (the paper: the
+    # generator with the top-k docs), or the name of a gatherer whose contexts for the training questions
+    # are in baseline_contexts (`s3ray infer` with data.dev set to the training sets): the generator answers
+    # with those docs instead, e.g. search_r1 for a "gain beyond Search-R1".
+    baseline: str = "naive_rag"
+    baseline_contexts: Path | None = None  # a folder of <dataset>.jsonl; None: <inference.dir>/<baseline>
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +262,15 @@ class AgentConfig(Section):
     use_initial_docs: bool = True  # ablation: False drops the turn-0 naive-RAG docs from the context
     use_selection: bool = True  # ablation: False keeps every retrieved doc
     reward: Literal["gbr", "seed"] = "gbr"  # seed: 2*Acc_s3 - Acc_RAG, as the released code computes
+    # False: the prompt still asks for up to select_cap ids, but every named id is kept, as s3's reward
+    # (verl/utils/reward_score/rag_2.py) keeps them: the cap is enforced only by the prompt there.
+    enforce_select_cap: bool = True
+    # Turn-0 docs of training rollouts (None: initial_k). s3's training prompts (scripts/data_process/
+    # train_s3.py) keep all 12 retrieved docs, its test prompts the first 3.
+    train_initial_k: int | None = Field(None, ge=1)
+    # The prompt the reward's generator answers with, and the RAG cache's (they must match):
+    # generation.prompts.answer_messages_as; s3: the original's wording (generator_llms/local_inst.py)
+    answer_prompt: Literal["s3ray", "s3"] = "s3ray"
 
     @model_validator(mode="after")
     def _apply_preset(self) -> AgentConfig:
@@ -337,7 +360,15 @@ class TrainConfig(Section):
     grpo_group_size: int = Field(5, ge=1)
     actor_lr: float = 1e-6
     critic_lr: float = 1e-5
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.0  # lr_warmup=per_update: a linear ramp over this share of the optimiser updates
+    # verl: s3's schedule (verl get_constant_schedule_with_warmup, stepped once per training step): the lr
+    # factor at step t is min(1, t / max(1, warmup steps)), so a warmup of 0 still makes step 0's lr 0.
+    lr_warmup: Literal["per_update", "verl"] = "per_update"
+    actor_warmup_steps: int = Field(0, ge=0)  # lr_warmup=verl; s3: int(0 * 1500) = 0
+    critic_warmup_steps: int = Field(0, ge=0)  # lr_warmup=verl; s3: int(0.01 * 1500) = 15
+    # zeros: V = 0 at the start (s3ray); normal: N(0, initializer_range) weights and a zero bias, the value
+    # head verl's critic gets (AutoModelForTokenClassification with num_labels=1)
+    value_head_init: Literal["zeros", "normal"] = "zeros"
     gamma: float = 1.0
     lam: float = 1.0
     clip_ratio: float = 0.2
@@ -404,6 +435,14 @@ class TrainConfig(Section):
 # --------------------------------------------------------------------------------------------
 # Inference and evaluation
 # --------------------------------------------------------------------------------------------
+class SamplingConfig(Section):
+    """How one baseline samples its model; the defaults of each baseline are the original's settings."""
+
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)  # None: not sent (the server's default, 1.0)
+    max_tokens: int = Field(512, ge=1)
+
+
 class InferenceConfig(Section):
     dir: Path | None = None  # None: <work_dir>/contexts
     # Any of: direct, cot, naive_rag, naive_rag_bm25, ircot, search_o1, search_r1, deepretrieval,
@@ -418,7 +457,45 @@ class InferenceConfig(Section):
     baseline_k: int = 3  # docs per retrieval call of every baseline (the paper's k = 3)
     ircot_max_steps: int = 4
     search_o1_max_searches: int = 4
-    reasoner_max_tokens: int = 256
+    # Each baseline's sampling and rules as the s3 repo ran it (docs/fidelity.md); the other values are
+    # s3ray's earlier approximations, kept as named options.
+    # scripts/baselines/ircot.py: 0.7 / 0.95 / 2048 tokens; the whole output (tag removed) is the next query.
+    ircot_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=2048))
+    # original: s3's prompt, the whole reasoning output is the query; one_sentence: one-sentence steps
+    ircot_style: Literal["original", "one_sentence"] = "original"
+    ircot_dedup: bool = False  # the original concatenates every retrieved block, repeats included
+    # scripts/baselines/search_o1.py: 0.7 / 0.95 / 2048 tokens for both the reasoning and the analysis.
+    search_o1_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=2048))
+    # raw_docs: every retrieved doc, as context_searcho1_general.py evaluates; analyses: the condensed
+    # reason-in-documents outputs (one doc per helpful search)
+    search_o1_context: Literal["raw_docs", "analyses"] = "raw_docs"
+    # Search-R1 validation (s3/llm_agent/generation_searchr1.py via scripts/baselines/search_r1.sh): greedy,
+    # 500 tokens per turn, top-3, 4 search turns and one last turn without search.
+    search_r1_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=500))
+    # completions: the chat-templated prompt continued as one text over /v1/completions, as the checkpoint
+    # was trained; chat: each turn as a chat request with the trajectory as the previous assistant message
+    search_r1_api: Literal["completions", "chat"] = "completions"
+    # The text the checkpoint's tokenizer makes of the one user message (verl's rl_dataset applies the chat
+    # template with add_generation_prompt): Qwen2.5's template with its default system message.
+    search_r1_template: str = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                               "assistant.<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
+                               "<|im_start|>assistant\n")
+    search_r1_final_turn: bool = True  # one more generation after the last search turn, its search not run
+    # DeepRetrieval (generator_llms/query_rewrite.py): its released rewriter at 0.7, 512 tokens.
+    deepretrieval_rewriter: GeneratorConfig | None = None  # None: the reasoner
+    deepretrieval_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7))
+    # bag_of_words: what Pyserini's LuceneSearcher.search did with the Boolean query (no Boolean parsing; its
+    # English analyzer drops and/or/not as stopwords); boolean: AND/OR/NOT evaluated over BM25's top
+    # deepretrieval_candidates for the query's terms (s3ray/inference/boolean_query.py)
+    deepretrieval_query: Literal["bag_of_words", "boolean"] = "bag_of_words"
+    deepretrieval_candidates: int = Field(100, ge=1)
+    # no_context: the original drops a question whose rewrite does not parse (it is scored wrong);
+    # question: retrieve for the raw question instead
+    deepretrieval_on_failed_rewrite: Literal["no_context", "question"] = "no_context"
+    # MIRAGE questions carry their answer options; s3's retrieval queries leave them out (meta["query"])
+    query_without_options: bool = True
     batch_size: int = 32
     limit: int | None = None  # questions per dataset (None: all)
 
@@ -426,6 +503,19 @@ class InferenceConfig(Section):
 class EvaluationConfig(Section):
     dir: Path | None = None  # None: <work_dir>/eval
     batch_size: int = 64  # questions answered and scored per resumable batch
+    # The paper answers and judges its tables with another model (Claude-3-Haiku) than the one the reward
+    # used in training: any OpenAI-compatible endpoint. None: the training generator (cfg.generator).
+    generator: GeneratorConfig | None = None
+    judge: GeneratorConfig | None = None  # None: judge.generator, else the evaluation generator
+    # Datasets of format mirage: aligns_judge is s3's context_mirage.py (no span check; the judge asks if the
+    # answer "aligns with" the golden answers, judge.enabled needed); span_then_judge: GenAcc as elsewhere.
+    mirage_scoring: Literal["aligns_judge", "span_then_judge"] = "aligns_judge"
+    # The answer prompt of rag contexts (generation.prompts.answer_messages_as): s3ray (the context block every
+    # backend reads), s3 (the original's system + user wording), s3_claude (the one user message Claude got)
+    answer_prompt: Literal["s3ray", "s3", "s3_claude"] = "s3ray"
+    # Average columns: name -> datasets (the paper: general-QA and medical averages). Empty: one "average"
+    # over every dataset.
+    averages: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class BridgeWorldConfig(Section):

@@ -121,3 +121,16 @@ def test_train_paths_and_sample_counts_come_from_the_config(tmp_path):
     assert cfg.train.export_dir == tmp_path / "train" / "export"
     assert cfg.train.reward_curve_path == tmp_path / "train" / "reward_curve.png"
     assert load_config(None, ["train.algorithm=ppo"]).train.samples_per_question == 1
+
+
+def test_s3_8_3_3_reproduces_the_released_runs_training_choices():
+    """Where s3ray's defaults differ from s3's released run, the preset sets the original's."""
+    cfg = load_config("s3_8_3_3")
+    a, t = cfg.agent, cfg.train
+    assert (a.search_k, a.select_cap, a.max_turns, a.seed_extra_turn, a.initial_k) == (8, 3, 3, True, 3)
+    assert (a.reward, a.enforce_select_cap, a.train_initial_k, a.answer_prompt) == ("seed", False, 12, "s3")
+    assert cfg.judge.style == "s3"
+    assert (t.lr_warmup, t.actor_warmup_steps, t.critic_warmup_steps, t.value_head_init,
+            t.critic_sees_observations) == ("verl", 0, 15, "normal", True)
+    assert (t.steps, t.batch_size, t.actor_lr, t.critic_lr, t.kl_coef) == (20, 120, 1e-6, 1e-5, 0.001)
+    assert [(s.name, s.sample, s.sample_seed) for s in cfg.data.dev] == [("nq", 3000, 42), ("hotpotqa", 3000, 42)]

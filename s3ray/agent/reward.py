@@ -4,7 +4,8 @@ with naive RAG's top-k docs.
 ``gbr`` (the paper):  GenAcc(G(q, D_s3)) - GenAcc(G(q, D_RAG))   in {-1, 0, 1}
 ``seed`` (the code):  2 * GenAcc(G(q, D_s3)) - GenAcc(G(q, D_RAG)) in {-1, 0, 1, 2}
 
-The RAG term is read from the naive-RAG cache. A question missing from the cache is recomputed with
+The RAG term is read from the naive-RAG cache (or, with ``rag_cache.baseline`` naming a gatherer, from the
+cache of that gatherer's contexts: a "gain beyond" any baseline; a miss is then an error). A question missing from the cache is recomputed with
 the same generator, retriever and k through :func:`s3ray.ragcache.naive.score_naive_rag` (never a
 zero-shot answer, the seed's inconsistent fallback), and remembered for later samples.
 The trainer puts the scalar on the episode's last action token (see :mod:`s3ray.agent.episode`).
@@ -40,7 +41,7 @@ class RewardScorer:
     """
 
     def __init__(self, generator_client, scorer, rag_cache, retriever_client, rag_k: int,
-                 variant: RewardVariant = "gbr"):
+                 variant: RewardVariant = "gbr", baseline: str = "naive_rag", answer_prompt: str = "s3ray"):
         gain_beyond_rag(0.0, 0.0, variant)  # reject an unknown variant now, not after a rollout
         self.generator = generator_client
         self.scorer = scorer
@@ -48,6 +49,8 @@ class RewardScorer:
         self.retriever = retriever_client
         self.rag_k = rag_k
         self.variant = variant
+        self.baseline = baseline  # rag_cache.baseline: only naive RAG's term can be recomputed on a miss
+        self.answer_prompt = answer_prompt  # agent.answer_prompt, the cache's too
         self._recomputed: dict[str, float] = {}  # cache misses scored by this scorer
         self.cache_misses = 0
 
@@ -62,9 +65,10 @@ class RewardScorer:
             ep.reward = gain_beyond_rag(ep.acc_s3, ep.acc_rag, self.variant)
 
     async def _score_contexts(self, episodes: Sequence[Episode]) -> list[tuple[float, str]]:
-        from s3ray.generation.prompts import answer_messages
+        from s3ray.generation.prompts import answer_messages_as
 
-        answers = await self.generator.achat_many([answer_messages(ep.question, ep.context) for ep in episodes])
+        answers = await self.generator.achat_many([answer_messages_as(self.answer_prompt, ep.question, ep.context)
+                                                   for ep in episodes])
         scores = await self.scorer.score_many([(ep.question, answer, ep.golden_answers)
                                                for ep, answer in zip(episodes, answers, strict=True)])
         return [(s.genacc, s.decided_by) for s in scores]
@@ -84,11 +88,15 @@ class RewardScorer:
             else:
                 missing[ep.question_id] = Question(ep.question_id, ep.question, tuple(ep.golden_answers),
                                                    ep.source)
+        if missing and self.baseline != "naive_rag":
+            raise RuntimeError(f"{len(missing)} questions (e.g. {next(iter(missing))}) have no cached baseline "
+                               f"accuracy for rag_cache.baseline={self.baseline}: run `s3ray precompute` with "
+                               "that baseline's contexts for every training question")
         if missing:
             log.info("naive-RAG cache misses: recomputing %d questions (k=%d)", len(missing), self.rag_k)
             self.cache_misses += len(missing)
             records = await score_naive_rag(list(missing.values()), self.retriever, self.generator,
-                                            self.scorer, self.rag_k)
+                                            self.scorer, self.rag_k, answer_prompt=self.answer_prompt)
             for record in records:
                 self._recomputed[record.question_id] = out[record.question_id] = record.genacc
         return out

@@ -7,7 +7,8 @@ immediately preceded it. The context is built as the seed builds it:
 1. Each selection pairs with its block, if no earlier selection already claimed that block (a second
    ``<important_info>`` after the same block is ignored). Ids count from 1 within the block; ids
    outside it are ignored. With ``select_cap`` set, only a selection's first ``select_cap`` valid ids
-   count (the paper's prompt asks for "up to 3"; the seed never enforced it).
+   count (the paper's prompt asks for "up to 3"; the seed never enforced it: ``enforce_select_cap=False``
+   keeps the prompt's words and every id).
 2. Blocks without a selection contribute all their docs (normally the turn-0 block, and the last
    block when the searcher stopped without selecting).
 3. Order: selected docs first, in selection order, then the docs of unselected blocks; duplicates
@@ -49,7 +50,7 @@ def select_context(blocks: Sequence[Sequence[Doc]], selections: Sequence[Selecti
         if block >= first_block:
             docs = blocks[block]
             valid = [i for i in ids if 1 <= i <= len(docs)]
-            selected.extend(docs[i - 1] for i in valid[:cfg.select_cap])
+            selected.extend(docs[i - 1] for i in (valid[:cfg.select_cap] if cfg.enforce_select_cap else valid))
     unselected = [doc for b in range(first_block, len(blocks)) if b not in paired for doc in blocks[b]]
     return dedup_docs(selected + unselected)
 

@@ -13,6 +13,12 @@ Formats (``DatasetSpec.format``):
   ``"<key>: <text>"`` (s3's MIRAGE format); ``meta["query"]`` keeps the question without options
   (retrieval queries strip them).
 
+Selection (``DatasetSpec``): ``limit`` keeps the first N questions; ``dedup_questions`` drops repeated
+question texts (s3 does so for PopQA, comparing ``strip()``-ed texts with a ``?`` appended); ``sample``
+keeps a seeded random sample of at most N, the rows ``pandas.DataFrame.sample(n=N, random_state=seed)``
+picks (s3's ``test_s3_sampled.py``: 3000 per source, seed 42), returned in file order. ``subset`` loads
+one dataset of a MIRAGE ``benchmark.json``.
+
 Ids: FlashRAG's ids restart per dataset ("train_0") and Search-R1's ``extra_info.index`` per source,
 so every id is ``<spec.name>-<raw id>``, unless the raw id already starts with ``<spec.name>-`` (the
 bundled ``hotpotqa-<id>``). Raw ids are ``<id>`` (flashrag), ``<data_source>-<split>-<index>``
@@ -100,6 +106,11 @@ def _mirage(spec: DatasetSpec) -> Iterable[Question]:
     data = json.loads(Path(spec.path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{spec.path}: MIRAGE benchmark JSON is a mapping dataset -> qid -> item")
+    if spec.subset is not None:
+        if spec.subset not in data:
+            raise ValueError(f"dataset {spec.name!r}: subset {spec.subset!r} is not in {spec.path} "
+                             f"(it holds {sorted(data)})")
+        data = {spec.subset: data[spec.subset]}
     for dataset, items in data.items():
         for qid, item in items.items():
             where = f"{spec.path}: {dataset}/{qid}"
@@ -118,8 +129,24 @@ def _mirage(spec: DatasetSpec) -> Iterable[Question]:
 _LOADERS = {"flashrag": _flashrag, "s3_parquet": _s3_parquet, "mirage": _mirage}
 
 
+def seeded_sample(n_rows: int, size: int, seed: int) -> list[int]:
+    """Row indices, ascending, of the sample ``pandas.DataFrame.sample(n=size, random_state=seed)`` takes
+    from ``n_rows`` rows (all rows when there are no more than ``size``): pandas draws
+    ``numpy.random.RandomState(seed).choice(n_rows, size, replace=False)``, the permutation's first ``size``."""
+    if n_rows <= size:
+        return list(range(n_rows))
+    import numpy as np
+
+    return sorted(int(i) for i in np.random.RandomState(seed).permutation(n_rows)[:size])
+
+
+def _question_key(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith("?") else text + "?"
+
+
 def load_questions(spec: DatasetSpec) -> list[Question]:
-    """The questions of one dataset file (the first ``spec.limit`` if set)."""
+    """The questions of one dataset file, after ``limit``, ``dedup_questions`` and ``sample``."""
     if not Path(spec.path).exists():
         raise FileNotFoundError(f"dataset {spec.name!r}: {spec.path} does not exist")
     questions = []
@@ -127,6 +154,13 @@ def load_questions(spec: DatasetSpec) -> list[Question]:
         if spec.limit is not None and len(questions) >= spec.limit:
             break
         questions.append(q)
+    if spec.dedup_questions:
+        first: dict[str, Question] = {}
+        for q in questions:
+            first.setdefault(_question_key(q.question), q)
+        questions = list(first.values())
+    if spec.sample is not None:
+        questions = [questions[i] for i in seeded_sample(len(questions), spec.sample, spec.sample_seed)]
     log.info("dataset %s: %d questions from %s", spec.name, len(questions), spec.path)
     return questions
 

@@ -28,20 +28,20 @@ def result_path(cfg: S3Config, gatherer: str, dataset: str) -> Path:
     return cfg.evaluation.dir / "results" / gatherer / f"{dataset}.jsonl"
 
 
-def answer_prompt(ctx: GatheredContext) -> list[dict[str, str]]:
+def answer_prompt(ctx: GatheredContext, style: str = "s3ray") -> list[dict[str, str]]:
     from s3ray.generation import prompts
 
     if ctx.answer_mode == "zero_shot":
-        return prompts.zero_shot_messages(ctx.question)
+        return prompts.zero_shot_messages_as(style, ctx.question)
     if ctx.answer_mode == "cot":
-        return prompts.cot_messages(ctx.question)
-    return prompts.answer_messages(ctx.question, ctx.docs)
+        return prompts.cot_messages_as(style, ctx.question)
+    return prompts.answer_messages_as(style, ctx.question, ctx.docs)
 
 
-def prediction_of(ctx: GatheredContext, output: str) -> str:
+def prediction_of(ctx: GatheredContext, output: str, style: str = "s3ray") -> str:
     from s3ray.generation.prompts import extract_cot_answer
 
-    return extract_cot_answer(output) if ctx.answer_mode == "cot" else output
+    return extract_cot_answer(output, first=style != "s3ray") if ctx.answer_mode == "cot" else output
 
 
 def context_words(ctx: GatheredContext) -> int:
@@ -49,10 +49,10 @@ def context_words(ctx: GatheredContext) -> int:
 
 
 async def score_contexts(contexts: list[GatheredContext], generator, scorer, gatherer: str,
-                         dataset: str) -> list[dict[str, Any]]:
+                         dataset: str, style: str = "s3ray") -> list[dict[str, Any]]:
     """One scored record per context: the generator's answer, GenAcc/EM/F1 and the context size."""
-    outputs = await generator.achat_many([answer_prompt(c) for c in contexts])
-    predictions = [prediction_of(c, out) for c, out in zip(contexts, outputs, strict=True)]
+    outputs = await generator.achat_many([answer_prompt(c, style) for c in contexts])
+    predictions = [prediction_of(c, out, style) for c, out in zip(contexts, outputs, strict=True)]
     scores = await scorer.score_many([(c.question, p, list(c.golden_answers))
                                       for c, p in zip(contexts, predictions, strict=True)])
     return [{"question_id": c.question_id, "gatherer": gatherer, "dataset": dataset,
@@ -71,12 +71,12 @@ def unscored(contexts_file: Path, results_file: Path) -> tuple[list[GatheredCont
 
 
 async def evaluate_file(contexts_file: Path, results_file: Path, generator, scorer, gatherer: str,
-                        dataset: str, batch_size: int) -> int:
+                        dataset: str, batch_size: int, style: str = "s3ray") -> int:
     """Score the contexts of ``contexts_file`` missing from ``results_file``; returns how many were new."""
     todo, done = unscored(contexts_file, results_file)
     start = time.monotonic()
     for i in range(0, len(todo), batch_size):
-        records = await score_contexts(todo[i:i + batch_size], generator, scorer, gatherer, dataset)
+        records = await score_contexts(todo[i:i + batch_size], generator, scorer, gatherer, dataset, style)
         append_records(results_file, records)
         done.update((r["question_id"], r) for r in records)
         log.info("%s/%s: %d/%d scored (%.2f questions/s)", gatherer, dataset, i + len(records), len(todo),
@@ -105,14 +105,40 @@ def _generator_identity(gen: GeneratorConfig) -> str:
     return f"{gen.backend}:{gen.served_model_name or gen.model}"
 
 
+def evaluation_generator(cfg: S3Config) -> GeneratorConfig:
+    """Who answers in the evaluation: ``evaluation.generator``, else the training generator."""
+    return cfg.evaluation.generator or cfg.generator
+
+
+def evaluation_judge(cfg: S3Config) -> GeneratorConfig:
+    """Who judges in the evaluation: ``evaluation.judge``, else ``judge.generator``, else who answers."""
+    return cfg.evaluation.judge or cfg.judge.generator or evaluation_generator(cfg)
+
+
+def mirage_datasets(cfg: S3Config) -> set[str]:
+    return {spec.name for spec in cfg.data.dev if spec.format == "mirage"}
+
+
+def scorers(cfg: S3Config) -> tuple[Any, Any]:
+    """(the GenAcc scorer, the scorer of MIRAGE datasets): the second is s3's judge-only "aligns" test
+    under ``evaluation.mirage_scoring=aligns_judge`` when a judge is enabled, else the first."""
+    from s3ray.scoring.genacc import GenAccScorer
+
+    general = GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg))
+    if cfg.evaluation.mirage_scoring == "span_then_judge" or not mirage_datasets(cfg):
+        return general, general
+    if not cfg.judge.enabled:
+        log.warning("evaluation.mirage_scoring=aligns_judge needs judge.enabled; the MIRAGE datasets %s are "
+                    "scored by the span rule instead", sorted(mirage_datasets(cfg)))
+        return general, general
+    return general, GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg), style="aligns", span_check=False)
+
+
 def identity_tags(cfg: S3Config) -> dict[str, str]:
     """Who answered, who judged, what retrieved: the tags that make two evaluate runs comparable."""
-    if not cfg.judge.enabled:
-        judge = "none (span-only GenAcc)"
-    else:
-        judge = _generator_identity(cfg.judge.generator or cfg.generator)
+    judge = _generator_identity(evaluation_judge(cfg)) if cfg.judge.enabled else "none (span-only GenAcc)"
     retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
-    return {"s3ray.generator": _generator_identity(cfg.generator), "s3ray.judge": judge,
+    return {"s3ray.generator": _generator_identity(evaluation_generator(cfg)), "s3ray.judge": judge,
             "s3ray.retriever": retriever,
             "s3ray.reasoner": _generator_identity(cfg.inference.reasoner or cfg.generator)}
 
@@ -123,13 +149,14 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
         log.info("every gathered context is already scored")
         return
     from s3ray.generation.client import GeneratorClient
-    from s3ray.scoring.genacc import GenAccScorer
 
-    generator = GeneratorClient.from_config(cfg.generator)
-    scorer = GenAccScorer.from_config(cfg)
+    generator = GeneratorClient.from_config(evaluation_generator(cfg))
+    general, mirage = scorers(cfg)
+    medical = mirage_datasets(cfg)
     # Every file at once: their requests share the generator's batches instead of queueing file by file.
-    await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator, scorer, gatherer,
-                                         dataset, cfg.evaluation.batch_size)
+    await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator,
+                                         mirage if dataset in medical else general, gatherer, dataset,
+                                         cfg.evaluation.batch_size, cfg.evaluation.answer_prompt)
                            for gatherer, dataset, path in pending))
 
 
@@ -152,7 +179,7 @@ def evaluate(cfg: S3Config) -> Path:
     tags = identity_tags(cfg)
     report = build_report(records, cfg.evaluation.dir, cfg.inference.gatherers,
                           [spec.name for spec in cfg.data.dev],
-                          title=f"GenAcc — generator {tags['s3ray.generator']}")
+                          title=f"GenAcc — generator {tags['s3ray.generator']}", averages=cfg.evaluation.averages)
     with start_run(cfg, "evaluate", tags=tags):
         mlflow.log_metrics(report.metrics())
         for path in report.files:

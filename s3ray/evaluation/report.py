@@ -2,8 +2,9 @@
 
 A record is one scored answer: ``gatherer``, ``dataset``, ``genacc``, ``em``, ``f1``,
 ``decided_by`` (span | judge | none), ``num_docs`` and ``context_words``. Every figure is a plain
-mean over the records of one (gatherer, dataset) cell; the Average column is the macro average over
-datasets (as the paper reports), given only when the gatherer has every dataset.
+mean over the records of one (gatherer, dataset) cell; an average column is the macro average over its
+datasets (as the paper reports: one over the general-QA sets, one over the medical sets), given only when
+the gatherer has every one of them. Without named averages there is one, "average", over all datasets.
 
 Context size is counted in whitespace-separated words of the docs' titles and texts: the same count
 whatever the generator backend (the embedded extractive reader has no tokenizer of its own).
@@ -42,11 +43,15 @@ class Report:
     cells: dict[tuple[str, str], Cell]
     markdown: str = ""
     files: list[Path] = field(default_factory=list)
+    averages: dict[str, list[str]] = field(default_factory=dict)  # column name -> its datasets
 
-    def average(self, gatherer: str, metric: str) -> float | None:
-        values = [getattr(self.cells[(gatherer, d)], metric) for d in self.datasets
-                  if (gatherer, d) in self.cells]
-        return statistics.fmean(values) if len(values) == len(self.datasets) else None
+    def average_columns(self) -> dict[str, list[str]]:
+        return self.averages or {"average": list(self.datasets)}
+
+    def average(self, gatherer: str, metric: str, column: str = "average") -> float | None:
+        datasets = self.average_columns()[column]
+        values = [getattr(self.cells[(gatherer, d)], metric) for d in datasets if (gatherer, d) in self.cells]
+        return statistics.fmean(values) if values and len(values) == len(datasets) else None
 
     def metrics(self) -> dict[str, float]:
         """Flat MLflow metrics: ``<metric>.<gatherer>.<dataset|average>``."""
@@ -56,8 +61,9 @@ class Report:
                 out[f"{metric}.{gatherer}.{dataset}"] = getattr(cell, metric)
         for gatherer in self.gatherers:
             for metric in ("genacc", "em", "f1"):
-                if (avg := self.average(gatherer, metric)) is not None:
-                    out[f"{metric}.{gatherer}.average"] = avg
+                for column in self.average_columns():
+                    if (avg := self.average(gatherer, metric, column)) is not None:
+                        out[f"{metric}.{gatherer}.{column}"] = avg
         return out
 
 
@@ -84,13 +90,14 @@ def _pct(value: float | None) -> str:
 
 
 def metric_table(report: Report, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Rows = gatherers, columns = datasets + Average; values in %."""
-    header = ["gatherer", *report.datasets, "average"]
+    """Rows = gatherers, columns = datasets + the average columns; values in %."""
+    columns = list(report.average_columns())
+    header = ["gatherer", *report.datasets, *columns]
     rows = []
     for g in report.gatherers:
         cells = [_pct(getattr(report.cells[(g, d)], metric)) if (g, d) in report.cells else MISSING
                  for d in report.datasets]
-        rows.append([g, *cells, _pct(report.average(g, metric))])
+        rows.append([g, *cells, *(_pct(report.average(g, metric, c)) for c in columns)])
     return header, rows
 
 
@@ -130,12 +137,12 @@ def bar_chart(report: Report, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [*report.datasets, "average"]
+    groups = [*report.datasets, *report.average_columns()]
     width = 0.8 / max(len(report.gatherers), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) * max(len(report.gatherers), 2) * 0.5), 4.0))
     for i, g in enumerate(report.gatherers):
         values = [report.cells[(g, d)].genacc if (g, d) in report.cells else None for d in report.datasets]
-        values.append(report.average(g, "genacc"))
+        values += [report.average(g, "genacc", c) for c in report.average_columns()]
         xs = [j + (i - (len(report.gatherers) - 1) / 2) * width for j in range(len(groups))]
         ax.bar(xs, [100 * v if v is not None else 0.0 for v in values], width, label=g)
     ax.set_xticks(range(len(groups)), groups)
@@ -150,15 +157,19 @@ def bar_chart(report: Report, path: Path, title: str) -> Path:
 
 
 def build_report(records: list[dict[str, Any]], out_dir: Path, gatherers: list[str], datasets: list[str],
-                 title: str = "GenAcc by gatherer") -> Report:
+                 title: str = "GenAcc by gatherer", averages: dict[str, list[str]] | None = None) -> Report:
     """Write table/em/f1/span_judge/context_size (.md + .csv), genacc.png and report.md to ``out_dir``."""
     if not records:
         raise ValueError("no evaluation records to report")
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = summarize(records)
     present = {g for g, _ in cells}
+    unknown = sorted({d for names in (averages or {}).values() for d in names} - set(datasets))
+    if unknown:
+        raise ValueError(f"evaluation.averages names datasets {unknown} that are not dev datasets {datasets}")
     report = Report(gatherers=[g for g in gatherers if g in present],
-                    datasets=[d for d in datasets if any((g, d) in cells for g in present)], cells=cells)
+                    datasets=[d for d in datasets if any((g, d) in cells for g in present)], cells=cells,
+                    averages={name: list(names) for name, names in (averages or {}).items()})
     stray = sorted(present - set(report.gatherers))
     if stray:
         raise ValueError(f"records of gatherers {stray} that are not in the gatherer list {gatherers}")

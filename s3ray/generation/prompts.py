@@ -11,7 +11,7 @@ extractive reader.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from s3ray.types import Doc
 
@@ -49,6 +49,27 @@ JUDGE_TEMPLATES = {
         "Response: {response}\n"
         "Reply with one word: yes or no."
     ),
+    # s3's own wording (generator_llms/local_inst.py::check_if_response_is_correct_llm), golds as a Python list
+    "s3": (
+        "Please check if any of the golden answers is contained in the following response: {response}\n\n"
+        "Golden answers: {golds}\n\nPlease directly answer with 'yes' or 'no'."
+    ),
+    # s3's MIRAGE judge (scripts/evaluation/context_mirage.py::evaluate_answer): does the answer "align
+    # with" the golden answers, shown one per "- " line; the only GenAcc test on the medical sets.
+    "aligns": (
+        "You are an evaluator for question-answering systems. Your task is to determine if the given answer "
+        "aligns with the golden answers.\n\n"
+        "Question: {question}\n\n"
+        "RAG System's Answer: {response}\n\n"
+        "Golden Answers (reference):\n{golds}\n\n"
+        "Please evaluate if the RAG system's answer aligns with the golden answers. The answer should be "
+        "considered correct if it:\n"
+        "- Contains the same key information as the golden answers\n"
+        "- Expresses the same meaning, even if using different words\n"
+        "- Is factually consistent with the golden answers\n\n"
+        'Respond with ONLY "yes" if the answer aligns with the golden answers, or "no" if it does not. '
+        "Do not include any other text or explanation."
+    ),
 }
 
 _CONTEXT_FREE = {"", ZERO_SHOT_SYSTEM, COT_SYSTEM}
@@ -72,6 +93,70 @@ def answer_messages(question: str, docs: Sequence[Doc]) -> Messages:
             {"role": "user", "content": question}]
 
 
+# s3's answer prompts, word for word (generator_llms/local_inst.py::generate_answer): the chat form its local
+# generator got, and the one user message Claude got in the evaluation scripts. The docs are s3's
+# ``Doc i (Title: T) text`` lines; the extractive reader reads them as lines (no context block).
+S3_ANSWER_SYSTEM = ("Use the following contexts (some might be irrelevant) on demand:\nContexts:\n{contexts}\n\n"
+                    "Important: You MUST directly answer the question without any other text and thinking.")
+S3_CLAUDE_ANSWER = ("Use the following contexts (some might be irrelevant) on demand:\n\nContexts:\n{contexts}\n\n"
+                    "Question: {question}\n\n"
+                    "Important: You MUST directly answer the question without any other text and thinking.")
+ANSWER_PROMPTS = ("s3ray", "s3", "s3_claude")
+S3_ZERO_SHOT = "Important: You MUST directly answer the question without any other text and thinking."
+_S3_COT_STEPS = (
+    "1. First, think through the problem step by step\n"
+    "2. Show your reasoning process\n"
+    "3. Finally, provide the answer in <answer> tags\n\n"
+    "Example format:\n"
+    "Let me think through this step by step:\n"
+    "1. First, I need to consider...\n"
+    "2. Then, I should look at...\n"
+    "3. Based on this analysis...\n\n"
+    "<answer>The final answer goes here</answer>\n\n"
+    "Important: \n"
+    "- Make sure to clearly separate your reasoning steps from the final answer\n"
+    "- Always put your final answer between <answer> and </answer> tags\n"
+    "- The answer should be concise and directly answer the question"
+)
+S3_COT_SYSTEM = "You are a helpful assistant that solves questions step by step. \nFor each question:\n" + _S3_COT_STEPS
+S3_CLAUDE_COT = ("You are a helpful assistant that solves questions step by step. \nFor this question:\n"
+                 + _S3_COT_STEPS + "\n\nQuestion: {question}")
+
+
+def _in_style(style: str, s3ray: Callable[[], Messages], question: str, system: str, claude: str) -> Messages:
+    """One prompt in one of :data:`ANSWER_PROMPTS`: s3ray's builder; ``s3``, the original's instruction as
+    the system message and the question as the user's (its local generator); ``s3_claude``, the one user
+    message the original sent Claude."""
+    if style == "s3ray":
+        return s3ray()
+    if style == "s3":
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    if style == "s3_claude":
+        return [{"role": "user", "content": claude}]
+    raise ValueError(f"unknown answer prompt {style!r}; known: {list(ANSWER_PROMPTS)}")
+
+
+def answer_messages_as(style: str, question: str, docs: Sequence[Doc]) -> Messages:
+    """The answer prompt (s3's ``generate_answer``); ``s3ray`` is :func:`answer_messages`, whose context block
+    every backend reads."""
+    contexts = render_docs(docs) + "\n"  # s3's retrieval scripts end every doc line with a newline
+    return _in_style(style, lambda: answer_messages(question, docs), question,
+                     S3_ANSWER_SYSTEM.format(contexts=contexts),
+                     S3_CLAUDE_ANSWER.format(contexts=contexts, question=question))
+
+
+def zero_shot_messages_as(style: str, question: str) -> Messages:
+    """The direct row's prompt (s3's ``generate_answer_zero_shot``)."""
+    return _in_style(style, lambda: zero_shot_messages(question), question, S3_ZERO_SHOT,
+                     f"{S3_ZERO_SHOT}\n\nQuestion: {question}")
+
+
+def cot_messages_as(style: str, question: str) -> Messages:
+    """The CoT row's prompt (s3's ``generate_answer_cot``)."""
+    return _in_style(style, lambda: cot_messages(question), question, S3_COT_SYSTEM,
+                     S3_CLAUDE_COT.format(question=question))
+
+
 def zero_shot_messages(question: str) -> Messages:
     return [{"role": "system", "content": ZERO_SHOT_SYSTEM}, {"role": "user", "content": question}]
 
@@ -80,17 +165,19 @@ def cot_messages(question: str) -> Messages:
     return [{"role": "system", "content": COT_SYSTEM}, {"role": "user", "content": question}]
 
 
-def extract_cot_answer(text: str) -> str:
-    """The text inside the last ``<answer>...</answer>``; the whole output if the tag is missing."""
+def extract_cot_answer(text: str, first: bool = False) -> str:
+    """The text inside the last ``<answer>...</answer>`` (the first with ``first``, as s3's
+    ``generate_answer_cot`` reads it); the whole output if the tag is missing."""
     found = _ANSWER_TAG.findall(text)
-    return found[-1].strip() if found else text.strip()
+    return found[0 if first else -1].strip() if found else text.strip()
 
 
 def judge_messages(question: str, response: str, golds: Sequence[str], style: str = "contains") -> Messages:
     """The judge's one user message, asking yes/no; ``style`` names one of :data:`JUDGE_TEMPLATES`."""
     if style not in JUDGE_TEMPLATES:
         raise ValueError(f"unknown judge style {style!r}; known: {sorted(JUDGE_TEMPLATES)}")
-    return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=list(golds),
+    shown = "\n".join(f"- {g}" for g in golds) if style == "aligns" else str(list(golds))
+    return [{"role": "user", "content": JUDGE_TEMPLATES[style].format(question=question, golds=shown,
                                                                       response=response)}]
 
 

@@ -57,13 +57,15 @@ def search_r1_client(cfg: S3Config):
 def _naive_rag(cfg: S3Config) -> ContextGatherer:
     from s3ray.inference.naive_rag import NaiveRagGatherer
 
-    return NaiveRagGatherer("naive_rag", retriever_client(cfg), cfg.inference.baseline_k)
+    return NaiveRagGatherer("naive_rag", retriever_client(cfg), cfg.inference.baseline_k,
+                            cfg.inference.query_without_options)
 
 
 def _naive_rag_bm25(cfg: S3Config) -> ContextGatherer:
     from s3ray.inference.naive_rag import NaiveRagGatherer
 
-    return NaiveRagGatherer("naive_rag_bm25", bm25_retriever_client(cfg), cfg.inference.baseline_k)
+    return NaiveRagGatherer("naive_rag_bm25", bm25_retriever_client(cfg), cfg.inference.baseline_k,
+                            cfg.inference.query_without_options)
 
 
 def _direct(cfg: S3Config) -> ContextGatherer:
@@ -83,7 +85,7 @@ def _ircot(cfg: S3Config) -> ContextGatherer:
 
     inf = cfg.inference
     return IrcotGatherer(retriever_client(cfg), reasoner_client(cfg), inf.baseline_k, inf.ircot_max_steps,
-                         inf.reasoner_max_tokens)
+                         inf.ircot_sampling, inf.ircot_style, inf.ircot_dedup)
 
 
 def _search_o1(cfg: S3Config) -> ContextGatherer:
@@ -91,7 +93,7 @@ def _search_o1(cfg: S3Config) -> ContextGatherer:
 
     inf = cfg.inference
     return SearchO1Gatherer(retriever_client(cfg), reasoner_client(cfg), inf.baseline_k,
-                            inf.search_o1_max_searches, inf.reasoner_max_tokens)
+                            inf.search_o1_max_searches, inf.search_o1_sampling, inf.search_o1_context)
 
 
 def _search_r1(cfg: S3Config) -> ContextGatherer:
@@ -100,14 +102,20 @@ def _search_r1(cfg: S3Config) -> ContextGatherer:
     inf = cfg.inference
     model = search_r1_client(cfg)  # first: an unconfigured checkpoint skips the row before anything starts
     return SearchR1Gatherer(retriever_client(cfg), model, inf.baseline_k, inf.search_r1_max_turns,
-                            inf.reasoner_max_tokens)
+                            inf.search_r1_sampling, inf.search_r1_api, inf.search_r1_template,
+                            inf.search_r1_final_turn)
 
 
 def _deepretrieval(cfg: S3Config) -> ContextGatherer:
+    from s3ray.generation.client import GeneratorClient
     from s3ray.inference.deepretrieval import DeepRetrievalGatherer
 
-    return DeepRetrievalGatherer(bm25_retriever_client(cfg), reasoner_client(cfg), cfg.inference.baseline_k,
-                                 cfg.inference.reasoner_max_tokens)
+    inf = cfg.inference
+    rewriter = GeneratorClient.from_config(inf.deepretrieval_rewriter) if inf.deepretrieval_rewriter \
+        else reasoner_client(cfg)
+    return DeepRetrievalGatherer(bm25_retriever_client(cfg), rewriter, inf.baseline_k, inf.deepretrieval_sampling,
+                                 inf.deepretrieval_query, inf.deepretrieval_candidates,
+                                 inf.deepretrieval_on_failed_rewrite)
 
 
 def _s3_variant(name: str) -> Callable[[S3Config], ContextGatherer]:

@@ -1,17 +1,22 @@
-"""Search-o1, as the s3 paper re-implements it: search calls inside the reasoning, and a
-reason-in-documents pass that condenses each search's docs before they enter the reasoning.
+"""Search-o1, as the s3 paper re-implements it (``scripts/baselines/search_o1.py`` of the s3 repo).
 
-The reasoner writes ``<|begin_search_query|>q<|end_search_query|>`` to search; the top-k docs for q
-are condensed by a second call into an analysis, injected as
-``<|begin_search_result|>analysis<|end_search_result|>``, and the reasoning continues, up to
-``max_searches`` searches. The context handed to the generator is the condensed analyses.
+The reasoner gets one user message: the Search-o1 instruction, the question and ``Assistant:``; each of
+its outputs is appended to that text. When an output holds ``<|begin_search_query|>q<|end_search_query|>``
+the top-k docs for q are read by a second, reason-in-documents call, whose whole output is appended as
+``<|begin_search_result|>...<|end_search_result|>``; at most ``max_searches`` rounds.
+
+The context handed to the generator (``inference.search_o1_context``) is, as s3's evaluation
+(``scripts/evaluation/context_searcho1_general.py``) builds it, every retrieved doc (``raw_docs``); or,
+as s3ray did before, the condensed analyses (``analyses``, one doc per helpful search).
 """
 
 from __future__ import annotations
 
 import re
 
-from s3ray.inference.base import GatheredContext, PerQuestionGatherer, context_block
+from s3ray.config import SamplingConfig
+from s3ray.inference.base import GatheredContext, PerQuestionGatherer
+from s3ray.inference.ircot import render_block
 from s3ray.types import Doc, Question
 
 BEGIN_QUERY, END_QUERY = "<|begin_search_query|>", "<|end_search_query|>"
@@ -21,39 +26,91 @@ _FINAL_INFO = re.compile(r"final information\**\s*:?\**\s*(.*)", re.IGNORECASE |
 NO_HELPFUL_INFO = "no helpful information found"
 
 
-def reasoning_messages(question: str, reasoning: str, max_searches: int) -> list[dict[str, str]]:
-    content = (
-        "You are a reasoning assistant that can search a Wikipedia corpus. To search, write "
-        f"{BEGIN_QUERY} your query {END_QUERY}. The system then searches, reads the results and "
-        f"gives you the helpful information as {BEGIN_RESULT} ... {END_RESULT}. You may search up to "
-        f"{max_searches} times. When you have what you need, finish your reasoning and state the answer."
-        f"\n\nQuestion: {question}\n\nReasoning so far:\n{reasoning or '(none yet)'}\n\nContinue:"
+def instruction(max_searches: int) -> str:
+    """s3's ``get_multiqa_search_o1_instruction`` (Search-o1's multi-QA instruction)."""
+    return (
+        "You are a reasoning assistant with the ability to perform web searches to help "
+        "you answer the user's question accurately. You have special tools:\n\n"
+        f"- To perform a search: write {BEGIN_QUERY} your query here {END_QUERY}.\n"
+        "Then, the system will search and analyze relevant web pages, then provide you with helpful "
+        f"information in the format {BEGIN_RESULT} ...search results... {END_RESULT}.\n\n"
+        "You can repeat the search process multiple times if necessary. The maximum number of search "
+        f"attempts is limited to {max_searches}.\n\n"
+        "Once you have all the information you need, continue your reasoning.\n\n"
+        "Example:\n"
+        "Question: \"Alice David is the voice of Lara Croft in a video game developed by which company?\"\n"
+        "Assistant thinking steps:\n"
+        "- I need to find out who voices Lara Croft in the video game.\n"
+        "- Then, I need to determine which company developed that video game.\n\n"
+        "Assistant:\n"
+        f"{BEGIN_QUERY}Alice David Lara Croft voice{END_QUERY}\n\n"
+        "(System returns processed information from relevant web pages)\n\n"
+        "Assistant thinks: The search results indicate that Alice David is the voice of Lara Croft in a "
+        "specific video game. Now, I need to find out which company developed that game.\n\n"
+        "Assistant:\n"
+        f"{BEGIN_QUERY}video game developed by Alice David Lara Croft{END_QUERY}\n\n"
+        "(System returns processed information from relevant web pages)\n\n"
+        "Assistant continues reasoning with the new information...\n\n"
+        "Remember:\n"
+        f"- Use {BEGIN_QUERY} to request a web search and end with {END_QUERY}.\n"
+        "- When done searching, continue your reasoning.\n\n"
     )
-    return [{"role": "user", "content": content}]
 
 
-def reason_in_documents_messages(reasoning: str, query: str, docs: list[Doc]) -> list[dict[str, str]]:
-    """The docs in the system message's context block; the reasoning and the query as the user's."""
-    system = (
-        "Read the documents retrieved for the current search query, given the previous reasoning, "
-        "and extract the information that helps answer the query and continue the reasoning. "
-        "End with 'Final Information: ' followed by that information, or by "
-        f"'Final Information: No helpful information found.'\n{context_block(docs)}"
-    )
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": f"Previous reasoning:\n{reasoning}\n\nCurrent search query: {query}"}]
+def first_prompt(question: str, max_searches: int) -> str:
+    return f"{instruction(max_searches)}\nQuestion: {question}\nAssistant:"
 
 
-def first_search_query(text: str) -> tuple[str, str] | None:
-    """(text up to and including the first complete search call, its query), or None if there is none."""
+def reason_in_documents_prompt(prev_reasoning: str, query: str, documents: str) -> str:
+    """s3's ``get_webpage_to_reasonchain_instruction`` (Search-o1's reason-in-documents instruction)."""
+    return f"""**Task Instruction:**
+
+You are tasked with reading and analyzing web pages based on the following inputs: **Previous Reasoning Steps**, **Current Search Query**, and **Searched Web Pages**. Your objective is to extract relevant and helpful information for **Current Search Query** from the **Searched Web Pages** and seamlessly integrate this information into the **Previous Reasoning Steps** to continue reasoning for the original question.
+
+**Guidelines:**
+
+1. **Analyze the Searched Web Pages:**
+- Carefully review the content of each searched web page.
+- Identify factual information that is relevant to the **Current Search Query** and can aid in the reasoning process for the original question.
+
+2. **Extract Relevant Information:**
+- Select the information from the Searched Web Pages that directly contributes to advancing the **Previous Reasoning Steps**.
+- Ensure that the extracted information is accurate and relevant.
+
+3. **Output Format:**
+- **If the web pages provide helpful information for current search query:** Present the information beginning with `**Final Information**` as shown below.
+**Final Information**
+
+[Helpful information]
+
+- **If the web pages do not provide any helpful information for current search query:** Output the following text.
+
+**Final Information**
+
+No helpful information found.
+
+**Inputs:**
+- **Previous Reasoning Steps:**  
+{prev_reasoning}
+
+- **Current Search Query:**  
+{query}
+
+- **Searched Web Pages:**  
+{documents}
+
+Now you should analyze each web page and find helpful information based on the current search query "{query}" and previous reasoning steps.
+"""  # noqa: W291 (the two trailing spaces are the original's)
+
+
+def search_query(text: str) -> str | None:
+    """The stripped query of the first complete search call, None if there is none (s3's rule)."""
     match = _QUERY.search(text)
-    if match is None:
-        return None
-    return text[:match.end()], " ".join(match.group(1).split())
+    return match.group(1).strip() if match else None
 
 
 def condensed_information(text: str) -> str:
-    """The part after 'Final Information:' (the whole text if the marker is missing)."""
+    """The part after 'Final Information' (the whole text if the marker is missing)."""
     match = _FINAL_INFO.search(text)
     return " ".join((match.group(1) if match else text).split())
 
@@ -61,36 +118,41 @@ def condensed_information(text: str) -> str:
 class SearchO1Gatherer(PerQuestionGatherer):
     name = "search_o1"
 
-    def __init__(self, retriever, reasoner, k: int, max_searches: int, max_tokens: int):
+    def __init__(self, retriever, reasoner, k: int, max_searches: int, sampling: SamplingConfig,
+                 context: str = "raw_docs"):
+        if context not in ("raw_docs", "analyses"):
+            raise ValueError(f"unknown Search-o1 context {context!r}; known: raw_docs, analyses")
         self.retriever, self.reasoner = retriever, reasoner
-        self.k, self.max_searches, self.max_tokens = k, max_searches, max_tokens
+        self.k, self.max_searches, self.sampling, self.context = k, max_searches, sampling, context
+
+    async def _call(self, prompt: str) -> str:
+        s = self.sampling
+        out = await self.reasoner.achat([{"role": "user", "content": prompt}], max_tokens=s.max_tokens,
+                                        temperature=s.temperature, top_p=s.top_p)
+        return out.strip()
 
     async def gather_one(self, question: Question) -> GatheredContext:
-        reasoning, queries, raw, analyses, retrieved_ids = "", [], [], [], []
-        unhelpful = 0
-        while len(queries) < self.max_searches:
-            output = await self.reasoner.achat(
-                reasoning_messages(question.question, reasoning, self.max_searches),
-                max_tokens=self.max_tokens)
+        prompt = first_prompt(question.question, self.max_searches)
+        chain, queries, raw, retrieved, analyses = [], [], [], [], []
+        for _ in range(self.max_searches):
+            output = await self._call(prompt)
             raw.append(output)
-            call = first_search_query(output)
-            if call is None or not call[1]:
-                reasoning += output  # the reasoner concluded without (another) search
+            chain.append(output)
+            prompt += "\n" + output
+            query = search_query(output)
+            if not query:  # concluded without (another) search; s3 would also search for an empty query
                 break
-            before_and_call, query = call
             queries.append(query)
             [docs] = await self.retriever.asearch([query], self.k)
-            retrieved_ids.extend(d.id for d in docs)
-            analysis_raw = await self.reasoner.achat(
-                reason_in_documents_messages(reasoning + before_and_call, query, docs),
-                max_tokens=self.max_tokens)
-            raw.append(analysis_raw)
-            analysis = condensed_information(analysis_raw)
-            reasoning += f"{before_and_call}\n{BEGIN_RESULT}{analysis}{END_RESULT}\n"
-            if not analysis or analysis.lower().rstrip(".") == NO_HELPFUL_INFO:
-                unhelpful += 1
-                continue
-            analyses.append(Doc(id=f"{question.id}#analysis{len(queries)}", title=query, text=analysis))
+            retrieved.extend(docs)
+            analysis = await self._call(reason_in_documents_prompt("\n".join(chain), query, render_block(docs)))
+            raw.append(analysis)
+            injection = f"\n{BEGIN_RESULT}\n{analysis}\n{END_RESULT}\n"
+            prompt += injection
+            chain.append(injection)
+            info = condensed_information(analysis)
+            if info and info.lower().rstrip(".") != NO_HELPFUL_INFO:
+                analyses.append(Doc(id=f"{question.id}#analysis{len(queries)}", title=query, text=info))
         trace = {"turns": len(raw), "queries": queries, "raw_outputs": raw,
-                 "retrieved_ids": retrieved_ids, "unhelpful_searches": unhelpful}
-        return GatheredContext.of(question, analyses, trace)
+                 "retrieved_ids": [d.id for d in retrieved], "helpful_searches": len(analyses)}
+        return GatheredContext.of(question, retrieved if self.context == "raw_docs" else analyses, trace)

@@ -1,4 +1,5 @@
-"""Naive RAG for a batch of questions: one batched retrieve, concurrent answers, GenAcc.
+"""Naive RAG for a batch of questions: one batched retrieve, concurrent answers, GenAcc; and the same
+answering and scoring for docs another gatherer found (:func:`score_docs`).
 
 The precompute and the reward's cache-miss recompute both call :func:`score_naive_rag`, so a cached
 score and a recomputed one mean the same thing.
@@ -9,27 +10,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from s3ray.ragcache.record import CacheIdentity, RagRecord
-from s3ray.types import Question
+from s3ray.types import Doc, Question
 
 
 async def score_naive_rag(questions: Sequence[Question], retriever_client, generator_client, scorer, k: int,
-                          identity: CacheIdentity | None = None) -> list[RagRecord]:
+                          identity: CacheIdentity | None = None, answer_prompt: str = "s3ray") -> list[RagRecord]:
     """Records in input order. ``identity`` names the generator/retriever/judge in the records
     (default: the clients' model and URL). Errors of the services propagate (nothing is faked)."""
-    from s3ray.generation.prompts import answer_messages
-
     if not questions:
         return []
     if identity is None:
         judge = getattr(scorer.judge_client, "model", None)
         identity = CacheIdentity(f"{generator_client.model}", f"{retriever_client.url}", k, judge or "none")
     results = await retriever_client.asearch([q.question for q in questions], k)
-    answers = await generator_client.achat_many([answer_messages(q.question, docs)
-                                                 for q, docs in zip(questions, results, strict=True)])
+    return await score_docs(questions, results, generator_client, scorer, identity, answer_prompt)
+
+
+async def score_docs(questions: Sequence[Question], docs: Sequence[Sequence[Doc]], generator_client, scorer,
+                     identity: CacheIdentity, answer_prompt: str = "s3ray") -> list[RagRecord]:
+    """The generator's answer with each question's docs, scored: naive RAG's, or another gatherer's
+    cached contexts (``rag_cache.baseline``)."""
+    from s3ray.generation.prompts import answer_messages_as
+
+    answers = await generator_client.achat_many([answer_messages_as(answer_prompt, q.question, list(d))
+                                                 for q, d in zip(questions, docs, strict=True)])
     scores = await scorer.score_many([(q.question, a, q.golden_answers)
                                       for q, a in zip(questions, answers, strict=True)])
     return [RagRecord(question_id=q.id, source=q.source, question=q.question, golds=list(q.golden_answers),
-                      doc_ids=[d.id for d in docs], answer=a, genacc=s.genacc, span=s.span, judge=s.judge,
+                      doc_ids=[x.id for x in d], answer=a, genacc=s.genacc, span=s.span, judge=s.judge,
                       em=s.em, f1=s.f1, decided_by=s.decided_by, generator=identity.generator,
                       retriever=identity.retriever, k=identity.k, judged_by=identity.judge)
-            for q, docs, a, s in zip(questions, results, answers, scores, strict=True)]
+            for q, d, a, s in zip(questions, docs, answers, scores, strict=True)]

@@ -1,4 +1,5 @@
-"""`s3ray precompute`: the naive-RAG cache of the training questions, as a Ray Data pipeline.
+"""`s3ray precompute`: the naive-RAG cache of the training questions, as a Ray Data pipeline (or, with
+``rag_cache.baseline`` naming a gatherer, the cache of that gatherer's contexts: the reward's baseline).
 
     questions not cached yet ─► map_batches(NaiveRagBatch, actors) ─► part-<uuid>.parquet per batch
                                   │ one batched retrieve (deployment handle), concurrent chat completions, GenAcc
@@ -69,15 +70,30 @@ class NaiveRagBatch:
         self.identity = CacheIdentity.from_config(cfg)
         self.cache_dir = cfg.rag_cache.dir
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the HTTP clients persist
+        self.answer_prompt = cfg.agent.answer_prompt
+        self.baseline_docs = None  # naive RAG; else the baseline gatherer's docs by question id
+        if cfg.rag_cache.baseline != "naive_rag":
+            from s3ray.ragcache.baseline import load_baseline_docs
+
+            self.baseline_docs = load_baseline_docs(cfg)
+
+    def _score(self, questions: list[Question]):
+        from s3ray.ragcache.naive import score_docs, score_naive_rag
+
+        if self.baseline_docs is None:
+            return score_naive_rag(questions, self.retriever, self.generator, self.scorer, self.identity.k,
+                                   self.identity, self.answer_prompt)
+        missing = [q.id for q in questions if q.id not in self.baseline_docs]
+        if missing:
+            raise KeyError(f"no baseline context for {missing[:3]}")
+        return score_docs(questions, [self.baseline_docs[q.id] for q in questions], self.generator, self.scorer,
+                          self.identity, self.answer_prompt)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from s3ray.ragcache.naive import score_naive_rag
-
         questions = [Question.from_dict(json.loads(p)) for p in batch["payload"]]
         ids, sources = [q.id for q in questions], [q.source for q in questions]
         try:
-            records = self.loop.run_until_complete(score_naive_rag(
-                questions, self.retriever, self.generator, self.scorer, self.identity.k, self.identity))
+            records = self.loop.run_until_complete(self._score(questions))
         except Exception as err:  # the services failed after their retries: list the batch, go on
             error = f"{type(err).__name__}: {err}"
             log.warning("naive-RAG batch of %d failed: %s", len(questions), error)
@@ -150,6 +166,10 @@ def precompute(cfg: S3Config, on_batch: Callable[[int], None] | None = None) -> 
     cache_dir = cfg.rag_cache.dir
     identity = CacheIdentity.from_config(cfg)
     questions = load_datasets(cfg.data.train)
+    if cfg.rag_cache.baseline != "naive_rag":  # fail before any work when the baseline's contexts are absent
+        from s3ray.ragcache.baseline import load_baseline_docs
+
+        load_baseline_docs(cfg)
     cached = RagCache.load(cache_dir, identity)
     todo = [q for q in questions if q.id not in cached]
     log.info("precompute %s: %d training questions, %d already cached, %d to score", identity,

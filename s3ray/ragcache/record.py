@@ -25,7 +25,12 @@ class CacheIdentity:
         judge = (f"{generator_identity(cfg.judge.generator or cfg.generator)}:{cfg.judge.style}"
                  if cfg.judge.enabled else "none")
         retriever = f"{cfg.retriever.backend}:{cfg.encoder.model}:{cfg.index.kind}:{cfg.corpus.path.name}"
-        return cls(generator_identity(cfg.generator), retriever, cfg.rag_cache.topk, judge)
+        if cfg.rag_cache.baseline != "naive_rag":  # another gatherer's contexts: a cache of its own
+            retriever = f"contexts:{cfg.rag_cache.baseline}:{retriever}"
+        generator = generator_identity(cfg.generator)
+        if cfg.agent.answer_prompt != "s3ray":  # another answer prompt: other answers, another cache
+            generator += f":prompt={cfg.agent.answer_prompt}"
+        return cls(generator, retriever, cfg.rag_cache.topk, judge)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,17 @@ def sampling_for(cfg: S3Config, greedy: bool) -> SamplingParams:
     return SamplingParams(temperature=rc.temperature, top_p=rc.top_p, max_tokens=cfg.agent.max_turn_tokens)
 
 
+def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -> tuple[list[str], int]:
+    """(queries, k) of the turn-0 retrieval: naive RAG's top-k for each question (answer options left out,
+    as naive RAG's queries leave them); training rollouts (scored for reward) use ``agent.train_initial_k``
+    when set (s3's training prompts hold 12 docs, its test prompts 3)."""
+    from s3ray.inference.base import retrieval_query
+
+    agent = cfg.agent
+    k = agent.train_initial_k if with_reward and agent.train_initial_k else agent.initial_k
+    return [retrieval_query(q, cfg.inference.query_without_options) for q in questions], k
+
+
 class RolloutActor:
     def __init__(self, cfg: dict[str, Any], model_dir: str, index: int = 0):
         from transformers import AutoTokenizer
@@ -77,7 +88,7 @@ class RolloutActor:
             # every RAG term is then recomputed (and remembered) by the scorer.
             self._scorer = RewardScorer(GeneratorClient.from_config(cfg.generator), GenAccScorer.from_config(cfg),
                                         RagCache.for_config(cfg), self.retriever, cfg.rag_cache.topk,
-                                        cfg.agent.reward)
+                                        cfg.agent.reward, cfg.rag_cache.baseline, cfg.agent.answer_prompt)
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,
@@ -91,8 +102,8 @@ class RolloutActor:
         sampling = sampling_for(self.cfg, greedy)
         questions = {q["id"]: Question.from_dict(q) for q, _ in items}
         ids = list(questions)
-        # Turn-0 docs: naive RAG's top-k for the raw question, one batched call for the whole batch.
-        found = await self.retriever.asearch([questions[i].question for i in ids], self.cfg.agent.initial_k)
+        # Turn-0 docs: one batched call for the whole batch.
+        found = await self.retriever.asearch(*turn0_request(self.cfg, [questions[i] for i in ids], with_reward))
         initial = dict(zip(ids, found, strict=True))
 
         async def one(question_id: str, sample_index: int):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from s3ray.config import S3Config
+from s3ray.config import GeneratorConfig, S3Config
 from s3ray.scoring.metrics import exact_match, span_match, token_f1
 
 DecidedBy = Literal["span", "judge", "none"]
@@ -31,22 +31,30 @@ class AnswerScore:
 
 
 class GenAccScorer:
-    def __init__(self, judge_client=None, judge_max_tokens: int = 10, judge_style: str = "contains"):
+    def __init__(self, judge_client=None, judge_max_tokens: int = 10, judge_style: str = "contains",
+                 span_check: bool = True):
         self.judge_client = judge_client  # a GeneratorClient, or None for span-only GenAcc
         self.judge_max_tokens = judge_max_tokens
         self.judge_style = judge_style  # a key of generation.prompts.JUDGE_TEMPLATES
+        # False: the judge alone decides (s3's MIRAGE evaluation); needs a judge client
+        if not span_check and judge_client is None:
+            raise ValueError("a judge-only GenAcc needs a judge client")
+        self.span_check = span_check
 
     @classmethod
-    def from_config(cls, cfg: S3Config) -> GenAccScorer:
+    def from_config(cls, cfg: S3Config, judge: GeneratorConfig | None = None, style: str | None = None,
+                    span_check: bool = True) -> GenAccScorer:
+        """The configured scorer; ``judge``/``style``/``span_check`` replace the ``judge`` section's choices
+        (the evaluation's own judge, MIRAGE's wording)."""
         if not cfg.judge.enabled:
             return cls(None)
-        judge = cfg.judge.generator or cfg.generator
+        judge = judge or cfg.judge.generator or cfg.generator
         if judge.backend == "reader":
             raise ValueError("judge.enabled needs an LLM judge: the extractive reader cannot answer yes/no "
                              "questions. Set judge.generator to an hf/vllm/openai backend or disable the judge")
         from s3ray.generation.client import GeneratorClient
 
-        return cls(GeneratorClient.from_config(judge), cfg.judge.max_tokens, cfg.judge.style)
+        return cls(GeneratorClient.from_config(judge), cfg.judge.max_tokens, style or cfg.judge.style, span_check)
 
     async def _ask_judge(self, question: str, prediction: str, golds: Sequence[str]) -> bool:
         from s3ray.generation.prompts import judge_messages, parse_judge
@@ -60,7 +68,7 @@ class GenAccScorer:
 
     async def score(self, question: str, prediction: str, golds: Sequence[str]) -> AnswerScore:
         golds = list(golds)
-        span = span_match(prediction, golds)
+        span = self.span_check and span_match(prediction, golds)
         em, f1 = exact_match(prediction, golds), token_f1(prediction, golds)
         if span:
             return AnswerScore(1.0, True, None, em, f1, "span")

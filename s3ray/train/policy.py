@@ -103,16 +103,20 @@ class Critic(nn.Module):
     expected return before the token at ``t + 1`` is chosen, aligned with the action mask.
     """
 
-    def __init__(self, backbone: nn.Module, hidden_size: int):
+    def __init__(self, backbone: nn.Module, hidden_size: int, init: str = "zeros", init_std: float = 0.02):
         super().__init__()
         self.backbone = backbone
         self.value_head = nn.Linear(hidden_size, 1)
-        # Start from V = 0: no opinion about a reward whose scale (GBR) is centred near 0.
-        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+        if init == "zeros":  # start from V = 0: no opinion about a reward whose scale (GBR) is centred near 0
+            nn.init.zeros_(self.value_head.weight)
+        elif init == "normal":  # the head transformers gives verl's critic (train.value_head_init)
+            nn.init.normal_(self.value_head.weight, mean=0.0, std=init_std)
+        else:
+            raise ValueError(f"unknown value head init {init!r}; known: zeros, normal")
 
     @classmethod
-    def from_pretrained(cls, model_dir: Path, policy_cfg: PolicyConfig) -> Critic:
+    def from_pretrained(cls, model_dir: Path, policy_cfg: PolicyConfig, init: str = "zeros") -> Critic:
         from transformers import AutoModel
 
         # fp32 master weights, as the actor's (load_policy)
@@ -121,7 +125,8 @@ class Critic(nn.Module):
             _enable_checkpointing(backbone)
         if policy_cfg.lora.enabled:
             backbone = _apply_lora(backbone, policy_cfg)
-        return cls(backbone, backbone.config.hidden_size)
+        return cls(backbone, backbone.config.hidden_size, init,
+                   getattr(backbone.config, "initializer_range", None) or 0.02)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

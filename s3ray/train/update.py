@@ -77,16 +77,21 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
     actor_optim = adamw(actor, cfg.actor_lr)
     critic = critic_optim = None
     if cfg.algorithm == "ppo":
-        critic = wrap(Critic.from_pretrained(model_dir, policy_cfg))
+        critic = wrap(Critic.from_pretrained(model_dir, policy_cfg, cfg.value_head_init))
         critic_optim = adamw(critic, cfg.critic_lr)
-    schedulers = []
-    total_updates = cfg.steps * cfg.ppo_epochs * num_minibatches(cfg.batch_size * cfg.samples_per_question, cfg)
-    warmup = int(cfg.warmup_ratio * total_updates)
-    if warmup > 0:
-        def ramp(i: int) -> float:
-            return min(1.0, (i + 1) / warmup)
+    from torch.optim.lr_scheduler import LambdaLR
 
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, ramp) for o in (actor_optim, critic_optim) if o]
+    from s3ray.train.schedule import per_update_factor, verl_factor
+
+    updates_per_step = cfg.ppo_epochs * num_minibatches(cfg.batch_size * cfg.samples_per_question, cfg)
+    warmup = int(cfg.warmup_ratio * cfg.steps * updates_per_step)
+    schedulers = []
+    if cfg.lr_warmup == "verl":  # the schedulers step once per update: the factor follows the training step
+        for optim, steps in ((actor_optim, cfg.actor_warmup_steps), (critic_optim, cfg.critic_warmup_steps)):
+            if optim is not None:
+                schedulers.append(LambdaLR(optim, lambda i, n=steps: verl_factor(i // updates_per_step, n)))
+    elif warmup > 0:
+        schedulers = [LambdaLR(o, lambda i: per_update_factor(i, warmup)) for o in (actor_optim, critic_optim) if o]
     # kl_coef 0: the KL term is 0 whatever the reference says, so it is neither loaded nor run.
     reference = load_reference(model_dir, policy_cfg).to(device) if cfg.kl_coef else None
     fsdp = cfg.strategy == "fsdp" and distributed.process_group() is not None

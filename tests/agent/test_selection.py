@@ -88,3 +88,15 @@ def test_dedup_docs_by_id_or_content():
 def test_presets_set_the_paper_names():
     cfg = AgentConfig(preset="8-3-3")
     assert (cfg.search_k, cfg.select_cap, cfg.max_turns) == (8, 3, 3)
+
+
+def test_unenforced_cap_keeps_every_id_but_the_prompt_still_asks_for_up_to_three():
+    from s3ray.agent.prompt import searcher_messages
+
+    cfg = AgentConfig(select_cap=3, enforce_select_cap=False)
+    context = select_context([INITIAL, SEARCH1], [(1, [1, 2, 3, 4, 5])], cfg)
+    assert ids(context)[:5] == ["a1", "a2", "a3", "a4", "a5"]
+    assert ids(select_context([INITIAL, SEARCH1], [(1, [1, 2, 3, 4, 5])], AgentConfig()))[:4] == \
+        ["a1", "a2", "a3", "i1"]
+    prompt = " ".join(m["content"] for m in searcher_messages("q?", INITIAL, cfg))
+    assert "up to 3" in prompt

@@ -90,3 +90,48 @@ def test_mirage_questions_carry_options_and_key_text_gold(tmp_path):
     path.write_text(json.dumps(bench))
     with pytest.raises(ValueError, match="medqa/0001"):
         load_questions(DatasetSpec(name="mirage", path=path, format="mirage"))
+
+
+# --- s3's evaluation sampling ---------------------------------------------------------------------
+def _numbered(tmp_path, n, name="nq"):
+    return write_jsonl(tmp_path / f"{name}.jsonl",
+                       [{"id": str(i), "question": f"question {i}", "golden_answers": ["a"]} for i in range(n)])
+
+
+def test_sample_takes_the_rows_pandas_takes_with_the_same_seed(tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = _numbered(tmp_path, 50)
+    qs = load_questions(DatasetSpec(name="nq", path=path, sample=7, sample_seed=42))
+    expected = pd.DataFrame({"id": [str(i) for i in range(50)]}).sample(n=7, random_state=42)["id"]
+    assert sorted(q.id for q in qs) == sorted(f"nq-{i}" for i in expected)
+    assert [q.id for q in qs] == sorted((q.id for q in qs), key=lambda i: int(i.split("-")[1]))  # file order
+
+
+def test_sample_is_reproducible_and_keeps_small_sets_whole(tmp_path):
+    path = _numbered(tmp_path, 50)
+    ids = [[q.id for q in load_questions(DatasetSpec(name="nq", path=path, sample=7, sample_seed=s))]
+           for s in (42, 42, 3)]
+    assert ids[0] == ids[1] == [f"nq-{i}" for i in (13, 17, 26, 30, 39, 45, 48)] and ids[2] != ids[0]
+    assert len(load_questions(DatasetSpec(name="nq", path=path, sample=50))) == 50
+
+
+def test_dedup_questions_keeps_the_first_of_each_text_before_sampling(tmp_path):
+    path = write_jsonl(tmp_path / "popqa.jsonl", [
+        {"id": "0", "question": "Who is he", "golden_answers": ["a"]},
+        {"id": "1", "question": " Who is he? ", "golden_answers": ["b"]},  # the same question for s3
+        {"id": "2", "question": "Where is it?", "golden_answers": ["c"]},
+    ])
+    assert [q.id for q in load_questions(DatasetSpec(name="popqa", path=path, dedup_questions=True))] == \
+        ["popqa-0", "popqa-2"]
+    assert len(load_questions(DatasetSpec(name="popqa", path=path))) == 3
+
+
+def test_mirage_subset_loads_one_dataset(tmp_path):
+    path = tmp_path / "benchmark.json"
+    item = {"question": "Which?", "options": {"A": "x", "B": "y"}, "answer": "B"}
+    path.write_text(json.dumps({"medqa": {"0": item}, "mmlu": {"0": item, "1": item}}))
+    qs = load_questions(DatasetSpec(name="mmlu", path=path, format="mirage", subset="mmlu"))
+    assert [q.id for q in qs] == ["mmlu-0", "mmlu-1"] and {q.source for q in qs} == {"mmlu"}
+    assert qs[0].meta["query"] == "Which?" and qs[0].golden_answers == ("B: y",)
+    with pytest.raises(ValueError, match="subset 'bioasq' is not in"):
+        load_questions(DatasetSpec(name="b", path=path, format="mirage", subset="bioasq"))

@@ -28,6 +28,7 @@ class FlakyServer:
         self.bodies = []
         self.headers = []
         app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                                Route("/v1/completions", self.complete, methods=["POST"]),
                                 Route("/v1/bad/chat/completions", self.bad, methods=["POST"])])
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
@@ -42,6 +43,11 @@ class FlakyServer:
         self.bodies.append(body)
         await asyncio.sleep(self.delay_s)
         return JSONResponse(completion_body(body["model"], "echo: " + body["messages"][-1]["content"]))
+
+    async def complete(self, request: Request):
+        body = await request.json()
+        self.bodies.append(body)
+        return JSONResponse({"choices": [{"index": 0, "text": " continued", "finish_reason": "length"}]})
 
     async def bad(self, request: Request):
         return JSONResponse({"error": "bad"}, status_code=400)
@@ -79,6 +85,24 @@ def test_retries_past_transient_errors(server):
     assert server.requests == 3
     body = server.bodies[-1]
     assert body["temperature"] == 0.0 and body["max_tokens"] == 5 and body["model"] == "m"
+
+
+def test_sends_the_configured_temperature_unless_a_call_names_its_own(server):
+    """The reasoner's configured temperature reaches the server (it was always 0.0 before)."""
+    cfg = GeneratorConfig(backend="openai", model="m", base_url=f"http://127.0.0.1:{server.port}/v1",
+                          temperature=0.7)
+    gen = GeneratorClient.from_config(cfg)
+    assert gen.chat(user("hi")) == "echo: hi"
+    assert server.bodies[-1]["temperature"] == 0.7 and "top_p" not in server.bodies[-1]
+    asyncio.run(gen.achat(user("hi"), temperature=0.0, top_p=0.95))
+    assert server.bodies[-1]["temperature"] == 0.0 and server.bodies[-1]["top_p"] == 0.95
+
+
+def test_completions_continue_the_raw_prompt(server):
+    out = asyncio.run(client(server.port).acomplete("<|im_start|>user\nq", max_tokens=500, temperature=0.0))
+    assert out == " continued"
+    body = server.bodies[-1]
+    assert body == {"model": "m", "prompt": "<|im_start|>user\nq", "max_tokens": 500, "temperature": 0.0}
 
 
 def test_gives_up_with_a_clear_error(server):

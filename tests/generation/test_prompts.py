@@ -73,3 +73,52 @@ def test_judge_messages():
 ])
 def test_parse_judge(reply, verdict):
     assert prompts.parse_judge(reply) is verdict
+
+
+def test_mirage_judge_is_s3s_aligns_wording():
+    """Compared byte for byte with s3's scripts/evaluation/context_mirage.py::evaluate_answer."""
+    import hashlib
+
+    [message] = prompts.judge_messages("Which?\nOptions:\nA: x\n", "A: x", ["A: x", "B"], style="aligns")
+    text = message["content"]
+    assert "Golden Answers (reference):\n- A: x\n- B\n\n" in text and "RAG System's Answer: A: x\n" in text
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "9047b3b27777256d"
+
+
+def test_s3_answer_prompts_and_judge_are_the_originals():
+    """Compared byte for byte with s3's generator_llms/local_inst.py (generate_answer for the local model and
+    for Claude, check_if_response_is_correct_llm) before the digests were pinned."""
+    import hashlib
+
+    docs = [Doc("a", "Tinted Windows", "A band."), Doc("b", "Tulsa", "A city.")]
+
+    def digest(messages):
+        return hashlib.sha256(repr(messages).encode()).hexdigest()[:16]
+
+    chat = prompts.answer_messages_as("s3", "Q?", docs)
+    claude = prompts.answer_messages_as("s3_claude", "Q?", docs)
+    assert chat[0]["content"].startswith("Use the following contexts (some might be irrelevant) on demand:\n"
+                                         "Contexts:\nDoc 1 (Title: Tinted Windows) A band.\n")
+    assert [m["role"] for m in claude] == ["user"] and "\n\nQuestion: Q?\n\n" in claude[0]["content"]
+    judge = prompts.judge_messages("Q?", "It is Tulsa", ["Tulsa", "Tulsa, OK"], style="s3")
+    assert "Golden answers: ['Tulsa', 'Tulsa, OK']" in judge[0]["content"]
+    assert [digest(chat), digest(claude), digest(judge)] == ["f45abb20b155ab5a", "842e71d154b72ba3", "a4ffc4629e57c313"]
+    assert prompts.answer_messages_as("s3ray", "Q?", docs) == prompts.answer_messages("Q?", docs)
+    with pytest.raises(ValueError, match="unknown answer prompt"):
+        prompts.answer_messages_as("other", "Q?", docs)
+
+
+def test_s3_zero_shot_and_cot_prompts_are_the_originals():
+    """Compared byte for byte with s3's generate_answer_zero_shot / generate_answer_cot (local and Claude
+    forms) before the digests were pinned; s3 reads the first <answer>."""
+    import hashlib
+
+    def digest(messages):
+        return hashlib.sha256(repr(messages).encode()).hexdigest()[:16]
+
+    got = [digest(prompts.zero_shot_messages_as(s, "Q?")) for s in ("s3", "s3_claude")]
+    got += [digest(prompts.cot_messages_as(s, "Q?")) for s in ("s3", "s3_claude")]
+    assert got == ["f955f117b258c7f0", "7590685299db244a", "afac7ade9aa4f1ff", "ed3b39a125f2a7b3"]
+    assert prompts.cot_messages_as("s3ray", "Q?") == prompts.cot_messages("Q?")
+    assert prompts.extract_cot_answer("<answer>a</answer> then <answer>b</answer>", first=True) == "a"
+    assert prompts.extract_cot_answer("<answer>a</answer> then <answer>b</answer>") == "b"

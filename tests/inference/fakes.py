@@ -30,13 +30,18 @@ class ScriptedLLM:
 
     def __init__(self, outputs: list[str]):
         self.outputs = list(outputs)
-        self.messages: list[list[dict[str, str]]] = []
+        self.messages: list = []  # chat messages, or the prompt text of a completions call
+        self.sampling: list[dict] = []  # max_tokens / temperature / top_p of each call
 
-    async def achat(self, messages, max_tokens=None) -> str:
+    async def achat(self, messages, max_tokens=None, temperature=None, top_p=None) -> str:
         self.messages.append(messages)
+        self.sampling.append({"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p})
         if not self.outputs:
             raise AssertionError("the gatherer made more LLM calls than scripted")
         return self.outputs.pop(0)
+
+    async def acomplete(self, prompt, max_tokens=None, temperature=None, top_p=None) -> str:
+        return await self.achat(prompt, max_tokens, temperature, top_p)
 
     async def achat_many(self, batch, max_tokens=None) -> list[str]:
         return [await self.achat(m, max_tokens) for m in batch]

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from s3ray.config import load_config
+from s3ray.config import SamplingConfig, load_config
 from s3ray.inference import deepretrieval, ircot, s3, search_o1, search_r1
 from s3ray.inference.base import GatheredContext, dedup_docs
 from s3ray.inference.cot import cot_gatherer
@@ -55,6 +55,9 @@ def test_naive_rag_is_one_batched_top_k_call():
 
 
 # --- IRCoT -------------------------------------------------------------------------------------
+S = SamplingConfig()
+
+
 @pytest.mark.parametrize("text, step, complete", [
     ("Tinted Windows formed in 2009. <search_complete>No</search_complete>", "Tinted Windows formed in 2009.",
      False),
@@ -65,116 +68,160 @@ def test_ircot_step_parsing(text, step, complete):
     assert ircot.parse_step(text) == (step, complete)
 
 
-def test_ircot_queries_each_step_until_complete_and_dedups():
+@pytest.mark.parametrize("text, query, stop", [
+    ("The band formed in 2009.\nIt toured.\n<search_complete>No</search_complete>",
+     "The band formed in 2009.\nIt toured.", False),
+    ("So it is Tulsa. <search_complete>Yes</search_complete>", "So it is Tulsa.", True),
+    ("So it is Tulsa. <search_complete> Yes </search_complete>", "So it is Tulsa.", False),  # s3's exact test
+    ("no tag", "no tag", False),
+])
+def test_ircot_original_query_rule(text, query, stop):
+    assert ircot.original_query(text) == (query, stop)
+
+
+def test_ircot_original_queries_with_the_whole_output_and_keeps_repeats():
+    retriever = FakeRetriever(shared=("gold",))
+    llm = ScriptedLLM(["Step one.\nStep one b. <search_complete>No</search_complete>",
+                       "Step two. <search_complete>Yes</search_complete>"])
+    [ctx] = run(ircot.IrcotGatherer(retriever, llm, k=2, max_steps=4, sampling=S).gather([question()]))
+    assert [c[0] for c in retriever.calls] == [["Who founded the band?"], ["Step one.\nStep one b."]]
+    assert ctx.trace["stop"] == "complete"
+    # "gold" came back for both queries and is kept twice, as s3 concatenates the blocks.
+    assert [d.id for d in ctx.docs] == ["gold", "Who founded the band?#0", "gold", "Step one.\nStep one b.#0"]
+    [[second]] = llm.messages[1:]
+    assert second["role"] == "user" and "1. Step one.\nStep one b. <search_complete>No</search_complete>" \
+        in second["content"]
+    dedup = ircot.IrcotGatherer(FakeRetriever(shared=("gold",)),
+                                ScriptedLLM(["a <search_complete>No</search_complete>", "b"]),
+                                k=2, max_steps=2, sampling=S, dedup=True)
+    [ctx] = run(dedup.gather([question()]))
+    assert [d.id for d in ctx.docs].count("gold") == 1
+
+
+def test_ircot_one_sentence_style_dedups_and_puts_docs_in_the_context_block():
+    from s3ray.generation.prompts import parse_answer_messages
+
     retriever = FakeRetriever(shared=("gold",))
     llm = ScriptedLLM(["Step one. <search_complete>No</search_complete>",
                        "Step two. <search_complete>Yes</search_complete>"])
-    [ctx] = run(ircot.IrcotGatherer(retriever, llm, k=2, max_steps=4, max_tokens=64).gather([question()]))
+    [ctx] = run(ircot.IrcotGatherer(retriever, llm, k=2, max_steps=4, sampling=S, style="one_sentence",
+                                    dedup=True).gather([question()]))
     assert [c[0] for c in retriever.calls] == [["Who founded the band?"], ["Step one."]]
-    assert ctx.trace["stop"] == "complete" and ctx.trace["steps"] == ["Step one.", "Step two."]
-    # "gold" came back for both queries but is one doc of context.
+    assert ctx.trace["steps"] == ["Step one.", "Step two."]
     assert [d.id for d in ctx.docs] == ["gold", "Who founded the band?#0", "Step one.#0"]
-    # The second step was asked with the first step and the docs so far in the prompt.
     system, user = (m["content"] for m in llm.messages[1])
     assert "1. Step one." in user and "Doc 3 (Title: T Step one.#0)" in system
-
-
-def test_baseline_prompts_put_docs_where_every_generator_backend_reads_them():
-    from s3ray.generation.prompts import parse_answer_messages
-
     docs = [Doc("a", "Tinted Windows", "A band.\nFormed 2009."), Doc("b", "Tulsa", "A city.")]
-    for messages in (ircot.ircot_messages("Who?", docs, ["step"]),
-                     search_o1.reason_in_documents_messages("so far", "query", docs)):
-        _, parsed = parse_answer_messages(messages)  # what the extractive reader sees
-        assert [(d.title, d.text) for d in parsed] == [("Tinted Windows", "A band. Formed 2009."),
-                                                       ("Tulsa", "A city.")]
+    _, parsed = parse_answer_messages(ircot.one_sentence_messages("Who?", docs, ["step"]))
+    assert [(d.title, d.text) for d in parsed] == [("Tinted Windows", "A band. Formed 2009."), ("Tulsa", "A city.")]
 
 
 def test_ircot_stops_after_max_steps_and_on_an_empty_step():
     retriever = FakeRetriever()
     llm = ScriptedLLM([f"s{i}" for i in range(3)])  # untagged: treated as not complete
-    [ctx] = run(ircot.IrcotGatherer(retriever, llm, k=1, max_steps=3, max_tokens=64).gather([question()]))
+    [ctx] = run(ircot.IrcotGatherer(retriever, llm, k=1, max_steps=3, sampling=S).gather([question()]))
     assert ctx.trace["stop"] == "max_steps" and ctx.trace["untagged_steps"] == 3
     assert len(retriever.calls) == 4 and len(ctx.docs) == 4
     llm = ScriptedLLM(["<search_complete>No</search_complete>"])
-    [ctx] = run(ircot.IrcotGatherer(FakeRetriever(), llm, k=1, max_steps=3, max_tokens=64).gather([question()]))
+    [ctx] = run(ircot.IrcotGatherer(FakeRetriever(), llm, k=1, max_steps=3, sampling=S).gather([question()]))
     assert ctx.trace["stop"] == "empty_step" and ctx.trace["turns"] == 1
 
 
 # --- Search-o1 ---------------------------------------------------------------------------------
 def test_search_o1_parsing():
-    text = f"I need the city. {search_o1.BEGIN_QUERY} Tinted Windows  first show {search_o1.END_QUERY} ignored"
-    before, query = search_o1.first_search_query(text)
-    assert query == "Tinted Windows first show" and before.endswith(search_o1.END_QUERY)
-    assert search_o1.first_search_query("no search here") is None
+    text = f"I need the city. {search_o1.BEGIN_QUERY} Tinted Windows first show {search_o1.END_QUERY} ignored"
+    assert search_o1.search_query(text) == "Tinted Windows first show"
+    assert search_o1.search_query("no search here") is None
     assert search_o1.condensed_information("analysis...\n**Final Information:** They played Tulsa.") \
         == "They played Tulsa."
     assert search_o1.condensed_information("just text") == "just text"
 
 
-def test_search_o1_condenses_each_search_into_a_context_doc():
+def _o1_script():
     q = search_o1
-    llm = ScriptedLLM([
-        f"Think. {q.BEGIN_QUERY}band first show{q.END_QUERY} then hallucinated results",
-        "Final Information: The band first played in Tulsa.",
+    return ScriptedLLM([
+        f"Think. {q.BEGIN_QUERY}band first show{q.END_QUERY} then more text",
+        "**Final Information**\n\nThe band first played in Tulsa.",
         f"More. {q.BEGIN_QUERY}useless{q.END_QUERY}",
-        "Final Information: No helpful information found.",
+        "**Final Information**\n\nNo helpful information found.",
         "So the answer is Tulsa.",
     ])
-    retriever = FakeRetriever()
-    [ctx] = run(q.SearchO1Gatherer(retriever, llm, k=3, max_searches=4, max_tokens=64).gather([question()]))
-    assert ctx.trace["queries"] == ["band first show", "useless"] and ctx.trace["unhelpful_searches"] == 1
-    assert [(d.title, d.text) for d in ctx.docs] == [("band first show", "The band first played in Tulsa.")]
-    # The condensation saw the retrieved docs; the next reasoning call saw the injected analysis,
-    # and not the text the reasoner wrote after its search call.
-    assert "band first show#2" in llm.messages[1][0]["content"]
-    third = llm.messages[2][0]["content"]
-    assert f"{q.BEGIN_RESULT}The band first played in Tulsa.{q.END_RESULT}" in third
-    assert "hallucinated" not in third
 
 
-def test_search_o1_respects_max_searches():
+def test_search_o1_hands_over_the_raw_docs_and_grows_one_prompt():
     q = search_o1
+    llm, retriever = _o1_script(), FakeRetriever()
+    [ctx] = run(q.SearchO1Gatherer(retriever, llm, k=3, max_searches=4, sampling=S).gather([question()]))
+    assert ctx.trace["queries"] == ["band first show", "useless"] and ctx.trace["helpful_searches"] == 1
+    assert [d.id for d in ctx.docs] == [f"{query}#{r}" for query in ("band first show", "useless") for r in range(3)]
+    # The analysis saw the retrieved docs; the next reasoning call is the first prompt grown by the whole
+    # first output and the whole analysis between the result markers.
+    assert "Doc 3 (Title: T band first show#2) text of band first show#2" in llm.messages[1][0]["content"]
+    third = llm.messages[2][0]["content"]
+    assert third.startswith(llm.messages[0][0]["content"] + "\nThink. ")
+    assert "then more text" in third
+    assert f"\n{q.BEGIN_RESULT}\n**Final Information**\n\nThe band first played in Tulsa.\n{q.END_RESULT}\n" in third
+
+
+def test_search_o1_analyses_context_and_max_searches():
+    q = search_o1
+    [ctx] = run(q.SearchO1Gatherer(FakeRetriever(), _o1_script(), k=3, max_searches=4, sampling=S,
+                                   context="analyses").gather([question()]))
+    assert [(d.title, d.text) for d in ctx.docs] == [("band first show", "The band first played in Tulsa.")]
     llm = ScriptedLLM([f"{q.BEGIN_QUERY}a{q.END_QUERY}", "Final Information: A.",
                        f"{q.BEGIN_QUERY}b{q.END_QUERY}", "Final Information: B."])
-    [ctx] = run(q.SearchO1Gatherer(FakeRetriever(), llm, k=1, max_searches=2, max_tokens=64).gather([question()]))
+    [ctx] = run(q.SearchO1Gatherer(FakeRetriever(), llm, k=1, max_searches=2, sampling=S, context="analyses")
+                .gather([question()]))
     assert [d.text for d in ctx.docs] == ["A.", "B."] and not llm.outputs
 
 
 # --- Search-R1 ---------------------------------------------------------------------------------
 def test_search_r1_parsing():
     assert search_r1.cut_at_action("<search> a </search><information>x</information>") == "<search> a </search>"
-    assert search_r1.parse_action("<think>t</think><search> a  b </search>") == ("search", "a b")
+    # </search> wins wherever it is, as in s3's _postprocess_responses
+    assert search_r1.cut_at_action("<answer>x</answer> <search>y</search> z") == "<answer>x</answer> <search>y</search>"
+    assert search_r1.parse_action("<think>t</think><search> a b </search>") == ("search", "a b")
     assert search_r1.parse_action("<answer> Tulsa </answer>") == ("answer", "Tulsa")
-    assert search_r1.parse_action("<search> </search>") == ("invalid", "")
+    assert search_r1.parse_action("<search> </search>") == ("search", "")
+    assert search_r1.parse_action("nothing") == ("invalid", "")
 
 
-def test_search_r1_collects_docs_of_every_search_until_it_answers():
+def test_search_r1_continues_one_text_over_completions_until_it_answers():
     llm = ScriptedLLM(["<think>?</think><search>band</search><information>made up</information>",
                        "I will guess",
                        "<search>city</search>",
                        "<answer>Tulsa</answer>"])
     retriever = FakeRetriever()
-    [ctx] = run(search_r1.SearchR1Gatherer(retriever, llm, k=3, max_turns=4, max_tokens=64).gather([question()]))
+    gatherer = search_r1.SearchR1Gatherer(retriever, llm, k=3, max_turns=4, sampling=S,
+                                          template="<u>{prompt}</u><a>")
+    [ctx] = run(gatherer.gather([question()]))
     assert ctx.trace["queries"] == ["band", "city"] and ctx.trace["stop"] == "answer"
     assert ctx.trace["model_answer"] == "Tulsa"
     assert [d.id for d in ctx.docs] == ["band#0", "band#1", "band#2", "city#0", "city#1", "city#2"]
-    trajectory = llm.messages[3][1]["content"]
-    assert "made up" not in trajectory and "<information>Doc 1(Title: T band#0)" in trajectory
-    assert search_r1.INVALID_ACTION in trajectory
+    first, last = llm.messages[0], llm.messages[3]
+    assert first == "<u>" + search_r1.PROMPT.format(question="Who founded the band?") + "</u><a>"
+    assert last.startswith(first + "<think>?</think><search>band</search>\n\n<information>Doc 1(Title: T band#0)")
+    assert "made up" not in last and search_r1.INVALID_ACTION in last
 
 
-def test_search_r1_stops_at_max_turns():
-    llm = ScriptedLLM(["<search>a</search>", "<search>b</search>"])
-    [ctx] = run(search_r1.SearchR1Gatherer(FakeRetriever(), llm, k=1, max_turns=2, max_tokens=64)
-                .gather([question()]))
+def test_search_r1_last_turn_does_not_search_and_chat_api():
+    llm = ScriptedLLM(["<search>a</search>", "<search>b</search>", "<search>c</search>"])
+    [ctx] = run(search_r1.SearchR1Gatherer(FakeRetriever(), llm, k=1, max_turns=2, sampling=S).gather([question()]))
     assert ctx.trace["stop"] == "max_turns" and [d.id for d in ctx.docs] == ["a#0", "b#0"]
+    assert ctx.trace["turns"] == 3 and not llm.outputs
+    llm = ScriptedLLM(["<search>a</search>", "<answer>x</answer>"])
+    [ctx] = run(search_r1.SearchR1Gatherer(FakeRetriever(), llm, k=1, max_turns=2, sampling=S, api="chat",
+                                           final_turn=False).gather([question()]))
+    assert llm.messages[1][1] == {"role": "assistant", "content": "<search>a</search>" +
+                                  search_r1.render_information([Doc("a#0", "T a#0", "text of a#0")])}
 
 
 # --- DeepRetrieval -----------------------------------------------------------------------------
 @pytest.mark.parametrize("text, query", [
     ('<think>x</think><answer>{"query": "(band) AND (Tulsa OR debut)"}</answer>', "(band) AND (Tulsa OR debut)"),
-    ("<answer>plain words</answer>", "plain words"),
+    ('{"query": "no tags"}', "no tags"),  # s3 adds the missing tags before parsing
+    ('<answer>{"query": "unclosed"}', "unclosed"),
+    ("<answer>plain words</answer>", None),  # not JSON: s3's extract_query raises
     ('<answer>{"other": 1}</answer>', None),
     ("no answer tag", None),
 ])
@@ -182,14 +229,35 @@ def test_deepretrieval_rewrite_parsing(text, query):
     assert deepretrieval.parse_rewrite(text) == query
 
 
-def test_deepretrieval_sends_bm25_terms_and_falls_back_to_the_question():
-    llm = ScriptedLLM(['<answer>{"query": "(Tinted Windows) AND (first OR show)"}</answer>', "garbage"])
-    retriever = FakeRetriever()
+def test_deepretrieval_bag_of_words_and_failed_rewrites():
     qs = [question(0, "q zero?"), question(1, "q one?")]
-    out = run(deepretrieval.DeepRetrievalGatherer(retriever, llm, k=2, max_tokens=64).gather(qs))
-    assert retriever.calls == [(["Tinted Windows first show", "q one?"], 2)]
-    assert [c.trace["rewrite_failed"] for c in out] == [False, True]
+    outputs = ['<answer>{"query": "(Tinted Windows) AND (first OR show)"}</answer>', "garbage"]
+    retriever = FakeRetriever()
+    out = run(deepretrieval.DeepRetrievalGatherer(retriever, ScriptedLLM(outputs), k=2, sampling=S).gather(qs))
+    assert retriever.calls == [(["Tinted Windows first show"], 2)]
+    assert [c.trace["rewrite_failed"] for c in out] == [False, True] and out[1].docs == []
     assert out[0].docs[0].id == "Tinted Windows first show#0"
+    retriever = FakeRetriever()
+    out = run(deepretrieval.DeepRetrievalGatherer(retriever, ScriptedLLM(outputs), k=2, sampling=S,
+                                                  on_failed_rewrite="question").gather(qs))
+    assert sorted(c[0][0] for c in retriever.calls) == ["Tinted Windows first show", "q one"]
+
+
+def test_deepretrieval_boolean_mode_filters_the_bm25_candidates():
+    class Pool:
+        calls = []
+
+        async def asearch(self, queries, k):
+            self.calls.append((queries, k))
+            return [[Doc("1", "Tinted Windows", "a band from Tulsa"), Doc("2", "Tinted glass", "windows of cars"),
+                     Doc("3", "Tinted Windows", "debut album in 2010")]]
+
+    pool = Pool()
+    llm = ScriptedLLM(['<answer>{"query": "(Tinted Windows) AND (Tulsa OR debut) NOT cars"}</answer>'])
+    [ctx] = run(deepretrieval.DeepRetrievalGatherer(pool, llm, k=3, sampling=S, query_mode="boolean",
+                                                    candidates=50).gather([question()]))
+    assert pool.calls == [(["tinted windows tulsa debut"], 50)]
+    assert [d.id for d in ctx.docs] == ["1", "3"] and ctx.trace["boolean_filter"]
 
 
 # --- s3 ----------------------------------------------------------------------------------------
