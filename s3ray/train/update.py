@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from s3ray.train import distributed, losses
 from s3ray.train.batch import TokenBatch
 from s3ray.train.policy import Critic, autocast, load_policy, load_reference, token_logprobs
+from s3ray.train.schedule import per_update_factor, verl_factor
 
 if TYPE_CHECKING:  # the GPU check imports this module without pydantic
     from s3ray.config import PolicyConfig, TrainConfig
@@ -79,10 +81,6 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
     if cfg.algorithm == "ppo":
         critic = wrap(Critic.from_pretrained(model_dir, policy_cfg, cfg.value_head_init))
         critic_optim = adamw(critic, cfg.critic_lr)
-    from torch.optim.lr_scheduler import LambdaLR
-
-    from s3ray.train.schedule import per_update_factor, verl_factor
-
     updates_per_step = cfg.ppo_epochs * num_minibatches(cfg.batch_size * cfg.samples_per_question, cfg)
     warmup = int(cfg.warmup_ratio * cfg.steps * updates_per_step)
     schedulers = []
