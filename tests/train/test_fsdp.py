@@ -28,9 +28,12 @@ def _train_step(learner, cfg: TrainConfig, episodes: list[dict], rank: int, worl
 def _preset_step(rank: int, world: int, model_dir: str, out: str) -> None:
     preset = load_config("s3_8_3_3")
     policy_cfg = preset.policy.model_copy(update={"model": None})
-    learner = build_learner(Path(model_dir), policy_cfg, preset.train, CPU)
+    # The preset's precision at its lr; its verl schedule would run this first step at lr 0 (the
+    # original's), which tests nothing about precision.
+    train_cfg = preset.train.model_copy(update={"lr_warmup": "per_update"})
+    learner = build_learner(Path(model_dir), policy_cfg, train_cfg, CPU)
     before = {n: p.detach().clone() for n, p in learner.actor.named_parameters()}
-    _train_step(learner, preset.train, random_episodes(4), rank, world)
+    _train_step(learner, train_cfg, random_episodes(4), rank, world)
     layers = [n for n in before if ".layers." in n and n.endswith("proj.weight")]
     changed = sum(int((dict(learner.actor.named_parameters())[n] != before[n]).sum()) for n in layers)
     total = sum(before[n].numel() for n in layers)
