@@ -151,3 +151,24 @@ def test_lora_targets_the_architectures_modules_and_the_export_reloads(smollm2_d
         merged_logits = model(input_ids=ids).logits
         assert torch.allclose(reloaded(input_ids=ids).logits, merged_logits, atol=1e-4)
         assert not torch.allclose(base(input_ids=ids).logits, merged_logits, atol=1e-3)
+
+
+@pytest.mark.parametrize(("max_turn_tokens", "cut"), [(24, True), (64, False)])
+def test_teacher_turns_spelled_in_a_real_tokenizer_fit_the_turn_budget_or_are_counted(tokenizer, max_turn_tokens,
+                                                                                      cut):
+    """The learning check's 24-token turns held the tiny model's single-token tags; SmolLM2 spells each
+    tag in several tokens, so the teacher's turn is cut before its query, and the warm start says so."""
+    from s3ray.rollout.engine import HeuristicEngine
+    from s3ray.rollout.runner import run_episode
+    from s3ray.train.warm_start import cut_teacher_turns
+    from s3ray.types import Question
+    from tests.rollout.fakes import FakeRetriever
+
+    cfg = AgentConfig(initial_k=1, search_k=3, select_cap=1, max_turns=1, max_turn_tokens=max_turn_tokens)
+    company = Doc("c", "Salarnd", "Salarnd is a company working with Vortair, headquartered in Drozibrenn, "
+                                  "founded by Bailenx, known for the Raval.")
+    question = Question("q", "In which city was the founder of Salarnd born?", ["Tipeth"], "bridge")
+    episode = asyncio.run(run_episode(question, [company], HeuristicEngine(tokenizer, cfg, teacher="format"),
+                                      FakeRetriever(), tokenizer, cfg, SamplingParams(greedy=True)))
+    assert (cut_teacher_turns([episode]) > 0) == cut
+    assert (episode.queries == []) == cut  # a cut first turn never reaches its query

@@ -68,6 +68,13 @@ def supervised_epochs(model: torch.nn.Module, episodes: Sequence[Any], ws: WarmS
     return epoch_losses
 
 
+def cut_teacher_turns(episodes: Sequence[Any]) -> int:
+    """Teacher turns that ``agent.max_turn_tokens`` cut short: imitating one teaches a turn that never
+    closes its tags (a model that spells each tag in several tokens needs far more than one that has
+    them as single tokens)."""
+    return sum(turn.get("finish_reason") == "length" for ep in episodes for turn in ep.turns)
+
+
 def warm_start_questions(questions: Sequence[Question], cfg: S3Config) -> tuple[list[Question], list[Question]]:
     """(the warm start's questions, RL's): a seeded ``warm_start.num_questions`` of them, and the rest
     for RL when at least a batch is left (RL on questions the warm start fitted would start from
@@ -101,6 +108,11 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
     rollout_s = time.perf_counter() - t0
     if not episodes:
         raise RuntimeError("warm start: the heuristic searcher returned no episodes")
+    cut = cut_teacher_turns(episodes)
+    if cut:
+        log.warning("warm start: %d of %d teacher turns were cut at agent.max_turn_tokens=%d; the searcher "
+                    "will imitate turns that never close: raise agent.max_turn_tokens", cut,
+                    sum(len(ep.turns) for ep in episodes), cfg.agent.max_turn_tokens)
     torch.manual_seed(cfg.train.seed)
     model = load_policy(base_model_dir, cfg.policy)
     with tracking.start_run(cfg, "warm_start"):
@@ -112,6 +124,7 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
         for epoch, loss in enumerate(losses, start=1):
             mlflow.log_metric("warm_start_nll", loss, step=epoch)
         mlflow.log_metrics({"warm_start_nll_before": before, "warm_start_episodes": len(episodes),
+                            "warm_start_cut_turns": cut,
                             "warm_start_rollout_s": rollout_s, "warm_start_train_s": time.perf_counter() - t0})
     export_pretrained(hf_state_dict(model), base_model_dir, model_dir)
     (out / _DONE).write_text(json.dumps({"episodes": len(episodes), "nll_before": before, "nll": losses}))
