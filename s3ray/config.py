@@ -60,6 +60,9 @@ class ClusterConfig(Section):
     worker_niceness: int = 0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
+    # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE on every worker. On for the embedded default (its models are
+    # bundled, and a worker must not stall on a hub lookup); presets that download models turn it off.
+    hub_offline: bool = True
 
 
 class ServeConfig(Section):
@@ -142,6 +145,9 @@ class RetrieverConfig(Section):
     # In-cluster callers (rollout, precompute, reward) call the Serve app by deployment handle (no HTTP
     # proxy); False: they use HTTP at url (a retriever outside the cluster).
     use_handle: bool = True
+    # Whether the trainer checks GET <url>/health before starting. Search-R1's and s3's retrieval servers
+    # serve only POST /retrieve: with False the check is one real retrieval of a single query instead.
+    health_check: bool = True
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,17 +199,27 @@ def finish(cfg: S3Config, state: dict[str, torch.Tensor], model_dir: Path, run_i
 # The driver
 # ------------------------------------------------------------------------------------------------
 def _check_services(cfg: S3Config) -> None:
-    from s3ray.retrieval.client import RetrieverClient
+    """Fail before any training work when the retriever cannot answer: ``GET <url>/health``, or with
+    ``retriever.health_check=false`` one retrieval of one query (all a Search-R1 / s3 server serves)."""
+    from s3ray.retrieval.client import RetrievalError, RetrieverClient
 
     client = RetrieverClient.from_config(cfg)
+    if not cfg.retriever.health_check:
+        try:
+            client.search(["retriever check"], 1)
+        except RetrievalError as err:
+            raise RuntimeError(f"the retriever at {cfg.retriever.url} cannot retrieve ({err}); start it first"
+                               " (`s3ray deploy`, or your own /retrieve server)") from err
+        return
     try:
         healthy = client.health()
     except Exception as err:  # any transport error means the same thing here
         raise RuntimeError(f"the retriever at {cfg.retriever.url} is not reachable ({err}); "
                            "start the services first: `s3ray deploy`") from err
     if not healthy:
-        raise RuntimeError(f"the retriever at {cfg.retriever.url} is not healthy; start the services first: "
-                           "`s3ray deploy`")
+        raise RuntimeError(f"the retriever at {cfg.retriever.url} is not healthy (GET /health); start the "
+                           "services first: `s3ray deploy`, or set retriever.health_check=false for a server "
+                           "that serves only POST /retrieve")
 
 
 def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path):
