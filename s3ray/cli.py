@@ -26,6 +26,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "serve-generator": ("s3ray.generation.service:serve_forever", "run the generator Serve app"),
     "deploy": ("s3ray.deploy:deploy_services", "deploy retriever and generator, then return"),
     "precompute": ("s3ray.ragcache.precompute:precompute", "precompute the naive-RAG cache"),
+    "import-rag-cache": ("s3ray.ragcache.s3_import:import_rag_cache",
+                         "read s3's rag_cache.json (rag_cache.import_path) into the naive-RAG cache"),
     "train": ("s3ray.train.trainer:train", "train the searcher with PPO/GRPO on Ray Train"),
     "infer": ("s3ray.inference.run:gather_contexts", "gather contexts with s3 and the baselines"),
     "evaluate": ("s3ray.evaluation.evaluate:evaluate", "score contexts with the frozen generator"),

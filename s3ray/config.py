@@ -224,6 +224,8 @@ class RagCacheConfig(Section):
     concurrency: int = 2  # Ray Data actors, each with one batch in flight
     num_cpus: float = 0.25  # per actor: they wait on HTTP, the services do the compute
     drop_yes_no: bool = True
+    # s3's released naive-RAG cache (rag_cache.json) that `s3ray import-rag-cache` reads into rag_cache.dir.
+    import_path: Path | None = None
     drop_answered: bool = True
 
 
