@@ -115,6 +115,16 @@ class IndexConfig(Section):
     use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
     gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
+    # A FAISS flat inner-product index built elsewhere over corpus.path, row i = corpus row i (Search-R1's
+    # and s3's e5_Flat.index over wiki-18): the index stage adopts it (linked, not copied) instead of
+    # embedding the corpus again. The encoder section must name the encoder that built it.
+    prebuilt: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_prebuilt(self) -> IndexConfig:
+        if self.prebuilt is not None and self.kind != "flat":
+            raise ValueError(f"index.prebuilt adopts a flat index; index.kind is {self.kind!r}")
+        return self
 
 
 class RetrieverConfig(Section):
