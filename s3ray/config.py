@@ -521,6 +521,16 @@ class S3Config(Section):
                              f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
         return self
 
+    @model_validator(mode="after")
+    def _check_ddp_precision(self) -> S3Config:
+        """ddp trains its replica in policy.dtype itself: bf16/fp16 would be pure low-precision weights and Adam
+        state (an lr of 1e-6 moves almost no bf16 weight), so only fsdp's mixed precision may use them."""
+        if self.train.strategy == "ddp" and self.policy.dtype != "float32":
+            raise ValueError(f"train.strategy=ddp with policy.dtype={self.policy.dtype} would train pure "
+                             f"{self.policy.dtype} weights: use train.strategy=fsdp (fp32 master weights, "
+                             f"{self.policy.dtype} compute) or policy.dtype=float32")
+        return self
+
     @property
     def policy_model_dir(self) -> Path:
         """Where the searcher's initial weights are: a configured model, else the local tiny model."""
