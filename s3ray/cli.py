@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "precompute": ("s3ray.ragcache.precompute:precompute", "precompute the naive-RAG cache"),
     "import-rag-cache": ("s3ray.ragcache.s3_import:import_rag_cache",
                          "read s3's rag_cache.json (rag_cache.import_path) into the naive-RAG cache"),
+    "memory-plan": ("s3ray.train.memory_plan:print_memory_plan", "print the trainer's per-rank GPU memory plan"),
     "train": ("s3ray.train.trainer:train", "train the searcher with PPO/GRPO on Ray Train"),
     "infer": ("s3ray.inference.run:gather_contexts", "gather contexts with s3 and the baselines"),
     "evaluate": ("s3ray.evaluation.evaluate:evaluate", "score contexts with the frozen generator"),

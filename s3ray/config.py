@@ -369,6 +369,12 @@ class TrainConfig(Section):
     # fsdp: fp32 master weights sharded per decoder layer, compute in policy.dtype (mixed precision);
     # ddp: a full replica per rank, in policy.dtype.
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp: FSDP's CPUOffload; weight shards, gradients and the AdamW step live in host memory, so the GPU
+    # holds only the gathered units, activations and the reference (what fits a 7B actor + critic on 80 GB).
+    fsdp_cpu_offload: bool = False
+    # Memory of one training GPU: the memory plan (train/memory_plan.py) refuses a run that exceeds it
+    # before any work. None: not checked (CPU runs).
+    gpu_memory_gb: float | None = None
     checkpoint_every: int = Field(5, ge=1)  # steps; the last step is always checkpointed
     checkpoints_to_keep: int = Field(2, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)

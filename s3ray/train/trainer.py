@@ -260,12 +260,14 @@ def train(cfg: S3Config) -> Path:
     from s3ray.rollout.pool import create_pool
     from s3ray.tinylm import ensure_tiny_model
     from s3ray.train.identity import claim_train_dir
+    from s3ray.train.memory_plan import check_memory_plan
 
     tc = cfg.train
     init_ray(cfg)
     model_dir = cfg.policy_model_dir
     if cfg.policy.model is None:
         ensure_tiny_model(model_dir, cfg.corpus.path, cfg.policy.tiny)
+    check_memory_plan(cfg, model_dir)  # printed; a run that cannot fit its GPUs stops here
     _check_services(cfg)
     questions = training_questions(cfg)
     if not questions:
