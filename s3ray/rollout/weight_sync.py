@@ -103,10 +103,11 @@ class PoolWeightSyncClient:
         self._call("finish", self.version)
 
 
-class StateSource:
-    """A state dict as a vLLM ``WeightSource`` (metadata first, then the tensors in the same order):
-    each tensor is moved to ``device`` and cast to the engines' dtype as it is sent, so only the
-    buckets in flight are on the GPU."""
+class StateWeights:
+    """A state dict as the two abstract methods of vLLM's ``WeightSource`` (metadata first, then the
+    tensors in the same order): each tensor is moved to ``device`` and cast to the engines' dtype as it
+    is sent, so only the buckets in flight are on the GPU. :func:`state_source` makes it a
+    ``WeightSource``."""
 
     def __init__(self, state: Mapping[str, Any] | None, dtype, device):
         self.state = dict(state or {})
@@ -121,6 +122,17 @@ class StateSource:
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         for name, tensor in self.state.items():
             yield name, tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+
+
+def state_source(state: Mapping[str, Any] | None, dtype, device):
+    """:class:`StateWeights` as a subclass of vLLM 0.29.0's ``WeightSource`` ABC
+    (``vllm/distributed/weight_transfer/base.py``), so the group API that other transfer backends call
+    (``held_names``, ``groups``, ``iter_groups``: every name held, one gather group per decoder layer,
+    checked against ``metadata()`` order) is vLLM's own. Built here because vllm is imported only where
+    weights are transferred (not on CPU machines)."""
+    from vllm.distributed.weight_transfer.base import WeightSource
+
+    return type("StateSource", (StateWeights, WeightSource), {})(state, dtype, device)
 
 
 def _free_port() -> int:
@@ -156,7 +168,7 @@ class NcclSync:
             self.engine.shutdown()
         # The engines join (through the client) while rank 0 opens its endpoint: vLLM runs both sides.
         self.engine = NCCLTrainerWeightTransferEngine.trainer_init(
-            init_info, client=self.client, source=StateSource(None, None, None))
+            init_info, client=self.client, source=state_source(None, None, None))
         self.members = members
         log.info("weight transfer group formed: trainer + %d rollout engines", len(members))
 
@@ -174,5 +186,5 @@ class NcclSync:
             self._connect(members)
         self.client.version = version
         device = self.device or torch.device("cuda", torch.cuda.current_device())
-        self.engine.source = StateSource(state, getattr(torch, self.wire_dtype), device)
+        self.engine.source = state_source(state, getattr(torch, self.wire_dtype), device)
         self.engine.send_weights()

@@ -4,6 +4,7 @@ restarted actor out of batches, and the trainer side re-forms the group when the
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sys
 import types
@@ -127,6 +128,36 @@ class FakeParamMeta:
     shape: tuple
 
 
+class FakeWeightSource(abc.ABC):
+    """vLLM 0.29.0's ``WeightSource`` contract (weight_transfer/base.py): two abstract methods, and the group
+    API's defaults built on them (every name held; groups in metadata order, iteration checked against it).
+    One group per name here; vLLM groups per decoder layer."""
+
+    @abc.abstractmethod
+    def metadata(self): ...
+
+    @abc.abstractmethod
+    def __iter__(self): ...
+
+    def held_names(self):
+        return None
+
+    def groups(self):
+        return [[m.name] for m in self.metadata()]
+
+    def iter_groups(self):
+        it = iter(self)
+        for group in self.groups():
+            names, tensors = [], []
+            for expected in group:
+                name, tensor = next(it)
+                if name != expected:
+                    raise RuntimeError(f"yielded {name!r}, expected {expected!r}")
+                names.append(name)
+                tensors.append(tensor)
+            yield names, tensors
+
+
 class FakeTrainerEngine:
     made: list = []
 
@@ -163,6 +194,7 @@ def fake_vllm(monkeypatch):
     sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerInitInfo = FakeInitInfo
     sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerWeightTransferEngine = FakeTrainerEngine
     sys.modules["vllm.distributed.weight_transfer.base"].ParamMeta = FakeParamMeta
+    sys.modules["vllm.distributed.weight_transfer.base"].WeightSource = FakeWeightSource
     monkeypatch.setattr(ray, "get", lambda value: value)
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.1")
     FakeTrainerEngine.made = []
@@ -194,6 +226,17 @@ def test_nccl_sync_forms_the_group_once_and_again_after_a_restart(fake_vllm):
     assert len(fake_vllm.made) == 2 and engine.closed  # a fresh group, with the restarted actor in it
     assert fake_vllm.made[1].init_info.master_port != 0
     assert [a.pushed_version for a in pool.actors] == [3, 3]
+
+
+def test_the_sent_source_is_a_weight_source_with_its_group_api(fake_vllm):
+    pool = fake_pool(1)
+    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
+    sync.publish({"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(4)}, version=1)
+    source = fake_vllm.made[0].source
+    assert isinstance(source, FakeWeightSource) and source.held_names() is None
+    groups = list(source.iter_groups())
+    assert [names for names, _ in groups] == [["a.weight"], ["b.bias"]]
+    assert all(t.dtype == torch.bfloat16 for _, tensors in groups for t in tensors)
 
 
 def test_nccl_sync_other_ranks_only_gathered(fake_vllm):
