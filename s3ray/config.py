@@ -321,6 +321,9 @@ class RolloutConfig(Section):
     max_episodes_in_flight: int = 256
     gpu_memory_utilization: float = 0.5
     max_actor_restarts: int = 3
+    # Longest wait for one step of the weight transfer's control calls (group init, start, update,
+    # finish, membership) before it fails naming the step; an update includes the engines' receive.
+    transfer_timeout_s: float = Field(600.0, gt=0)
     seed: int = 0
 
 
@@ -377,6 +380,10 @@ class TrainConfig(Section):
     gpu_memory_gb: float | None = None
     checkpoint_every: int = Field(5, ge=1)  # steps; the last step is always checkpointed
     checkpoints_to_keep: int = Field(2, ge=1)
+    # The trainer process group's timeout (Ray Train TorchConfig.timeout_s, torch's default 1800 s): a
+    # collective that a lost rank never joins fails after this. Ranks 1..n wait in one collective while
+    # rank 0 publishes and rolls out, so it must exceed a step's rollout.
+    collective_timeout_s: int = Field(1800, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train

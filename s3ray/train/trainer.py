@@ -237,7 +237,7 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
                            "questions": [ray.put([q.to_dict() for q in questions])],
                            "tags": tracking.ray_job_tags()},
-        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo", timeout_s=tc.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),
         # A run of the same name under the same storage path resumes from its last checkpoint.
