@@ -28,8 +28,9 @@ the pool leaves it out of batches. Re-forming destroys the old communicator (tra
 
 Every control call (membership, init, start, update, finish) waits at most
 ``rollout.transfer_timeout_s`` and then fails naming the step. The trainer's broadcast itself is an NCCL
-collective inside vLLM with no timeout of its own: a member that dies *during* it is detected by the
-engines' ``update`` call timing out here.
+collective inside vLLM (``send_weights`` runs the engines' ``update`` call in a thread beside it) with no
+timeout of its own: a member that dies *during* the broadcast still leaves it waiting in NCCL, and the
+``update`` call's timeout surfaces only once the broadcast returns (docs/cluster.md lists this).
 """
 
 from __future__ import annotations
