@@ -198,6 +198,9 @@ class NcclSync:
         self.members = members
         log.info("weight transfer group formed: trainer + %d rollout engines", len(members))
 
+    def _live_members(self) -> list:
+        return bounded_get(self.pool.transfer_members.remote(), self.timeout_s, "the rollout pool's member list")
+
     def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
         """Rank 0 sends; the other ranks took part in gathering ``state`` and have nothing left to do."""
         if self.rank != 0:
@@ -205,11 +208,18 @@ class NcclSync:
         if state is None:
             raise ValueError("rank 0 must publish a state")
         import torch
+        from ray.exceptions import RayActorError
 
-        members = bounded_get(self.pool.transfer_members.remote(), self.timeout_s,
-                              "the rollout pool's member list")
+        members = self._live_members()
         if members != self.members:
-            self._connect(members)
+            try:
+                self._connect(members)
+            except (RayActorError, TimeoutError) as err:
+                # An actor died between the member list and the group's init: the group never formed.
+                # Once more with the actors alive now (a restarted one has a new pid and joins afresh).
+                log.warning("weight transfer group did not form (%s); re-forming with the live actors", err)
+                self.members = None
+                self._connect(self._live_members())
         self.client.version = version
         device = self.device or torch.device("cuda", torch.cuda.current_device())
         self.engine.source = state_source(state, getattr(torch, self.wire_dtype), device)

@@ -259,6 +259,27 @@ def test_a_transfer_step_that_never_finishes_fails_naming_it(monkeypatch):
     assert len(cancelled) == 1  # nothing left waiting on the call
 
 
+def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
+    from ray.exceptions import RayActorError
+
+    pool = fake_pool(2)
+    dying = pool.actors[1]
+    answer = dying._weight_transfer
+
+    async def die_at_first_init(step, payload=None):
+        if step == "init" and dying.pid == 1001:
+            dying.restart()  # Ray restarts it; the call that was in flight fails
+            raise RayActorError()
+        return await answer(step, payload)
+
+    dying.weight_transfer = Remote(die_at_first_init)
+    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
+    sync.publish({"a.weight": torch.ones(2, 3)}, 1)
+    [engine] = fake_vllm.made  # the second attempt formed the group
+    assert engine.init_info.world_size == 3 and sync.members == [(0, 1000), (1, 1101)]
+    assert [a.pushed_version for a in pool.actors] == [1, 1]
+
+
 def test_the_sent_source_is_a_weight_source_with_its_group_api(fake_vllm):
     pool = fake_pool(1)
     sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
