@@ -151,7 +151,7 @@ def _sharded_state(learner: Learner) -> dict[str, Any]:
     return state
 
 
-def _dcp_options():  # noqa: N802 (a constant, built lazily: torch.distributed.checkpoint is imported late)
+def _dcp_options():
     """Optimizer state keyed by parameter name, one leaf per tensor and hyper-parameter: the same keys on
     every rank and for a fresh optimizer, which DCP's load plan matches against what was saved."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
