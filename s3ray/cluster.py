@@ -9,9 +9,11 @@ from s3ray.config import S3Config
 
 def worker_env(cfg: S3Config) -> dict[str, str]:
     """What every Ray worker, replica and job driver needs in its environment: the same data folder as
-    the driver, and no model-hub access."""
-    return {"S3RAY_DATA_DIR": str(cfg.paths.data_dir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+    the driver, and no model-hub access where ``cluster.hub_offline`` says so."""
+    env = {"S3RAY_DATA_DIR": str(cfg.paths.data_dir), "TOKENIZERS_PARALLELISM": "false"}
+    if cfg.cluster.hub_offline:
+        env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return env
 
 
 def init_ray(cfg: S3Config, *, include_dashboard: bool | None = None) -> None:

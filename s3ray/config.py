@@ -60,6 +60,9 @@ class ClusterConfig(Section):
     worker_niceness: int = 0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
+    # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE on every worker. On for the embedded default (its models are
+    # bundled, and a worker must not stall on a hub lookup); presets that download models turn it off.
+    hub_offline: bool = True
 
 
 class ServeConfig(Section):
@@ -112,6 +115,16 @@ class IndexConfig(Section):
     use_gpu_faiss: bool = False  # search on the retriever's GPUs (vectors in fp16); an error without one
     gpu_shard: bool = False  # with use_gpu_faiss: split the vectors over the replica's GPUs, not a copy on each
     bm25: bool = True
+    # A FAISS flat inner-product index built elsewhere over corpus.path, row i = corpus row i (Search-R1's
+    # and s3's e5_Flat.index over wiki-18): the index stage adopts it (linked, not copied) instead of
+    # embedding the corpus again. The encoder section must name the encoder that built it.
+    prebuilt: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_prebuilt(self) -> IndexConfig:
+        if self.prebuilt is not None and self.kind != "flat":
+            raise ValueError(f"index.prebuilt adopts a flat index; index.kind is {self.kind!r}")
+        return self
 
 
 class RetrieverConfig(Section):
@@ -142,6 +155,9 @@ class RetrieverConfig(Section):
     # In-cluster callers (rollout, precompute, reward) call the Serve app by deployment handle (no HTTP
     # proxy); False: they use HTTP at url (a retriever outside the cluster).
     use_handle: bool = True
+    # Whether the trainer checks GET <url>/health before starting. Search-R1's and s3's retrieval servers
+    # serve only POST /retrieve: with False the check is one real retrieval of a single query instead.
+    health_check: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +242,8 @@ class RagCacheConfig(Section):
     concurrency: int = 2  # Ray Data actors, each with one batch in flight
     num_cpus: float = 0.25  # per actor: they wait on HTTP, the services do the compute
     drop_yes_no: bool = True
+    # s3's released naive-RAG cache (rag_cache.json) that `s3ray import-rag-cache` reads into rag_cache.dir.
+    import_path: Path | None = None
     drop_answered: bool = True
     # The reward's baseline accuracy (GBR's Acc_RAG) and the training filter's: naive_rag (the paper: the
     # generator with the top-k docs), or the name of a gatherer whose contexts for the training questions
@@ -336,6 +354,9 @@ class RolloutConfig(Section):
     max_episodes_in_flight: int = 256
     gpu_memory_utilization: float = 0.5
     max_actor_restarts: int = 3
+    # Longest wait for one step of the weight transfer's control calls (group init, start, update,
+    # finish, membership) before it fails naming the step; an update includes the engines' receive.
+    transfer_timeout_s: float = Field(600.0, gt=0)
     seed: int = 0
 
 
@@ -397,8 +418,18 @@ class TrainConfig(Section):
     # fsdp: fp32 master weights sharded per decoder layer, compute in policy.dtype (mixed precision);
     # ddp: a full replica per rank, in policy.dtype.
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp: FSDP's CPUOffload; weight shards, gradients and the AdamW step live in host memory, so the GPU
+    # holds only the gathered units, activations and the reference (what fits a 7B actor + critic on 80 GB).
+    fsdp_cpu_offload: bool = False
+    # Memory of one training GPU: the memory plan (train/memory_plan.py) refuses a run that exceeds it
+    # before any work. None: not checked (CPU runs).
+    gpu_memory_gb: float | None = None
     checkpoint_every: int = Field(5, ge=1)  # steps; the last step is always checkpointed
     checkpoints_to_keep: int = Field(2, ge=1)
+    # The trainer process group's timeout (Ray Train TorchConfig.timeout_s, torch's default 1800 s): a
+    # collective that a lost rank never joins fails after this. Ranks 1..n wait in one collective while
+    # rank 0 publishes and rolls out, so it must exceed a step's rollout.
+    collective_timeout_s: int = Field(1800, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
@@ -609,6 +640,16 @@ class S3Config(Section):
         if self.agent.initial_k != self.rag_cache.topk:
             raise ValueError(f"agent.initial_k ({self.agent.initial_k}) must equal rag_cache.topk "
                              f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
+        return self
+
+    @model_validator(mode="after")
+    def _check_ddp_precision(self) -> S3Config:
+        """ddp trains its replica in policy.dtype itself: bf16/fp16 would be pure low-precision weights and Adam
+        state (an lr of 1e-6 moves almost no bf16 weight), so only fsdp's mixed precision may use them."""
+        if self.train.strategy == "ddp" and self.policy.dtype != "float32":
+            raise ValueError(f"train.strategy=ddp with policy.dtype={self.policy.dtype} would train pure "
+                             f"{self.policy.dtype} weights: use train.strategy=fsdp (fp32 master weights, "
+                             f"{self.policy.dtype} compute) or policy.dtype=float32")
         return self
 
     @property

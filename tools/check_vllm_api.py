@@ -69,6 +69,12 @@ CHECKS = [
     # NcclSync (trainer side) and the pool's per-engine init info
     Check("vllm.distributed.weight_transfer.base", "ParamMeta", "fields", ("name", "dtype", "shape")),
     Check("vllm.distributed.weight_transfer.base", "TrainerInitInfo", "fields", ("rank",)),
+    # StateSource subclasses WeightSource: the two abstract methods it defines, the defaults it inherits
+    Check("vllm.distributed.weight_transfer.base", "WeightSource.metadata", "params", ()),
+    Check("vllm.distributed.weight_transfer.base", "WeightSource.__iter__", "params", ()),
+    Check("vllm.distributed.weight_transfer.base", "WeightSource.held_names", "params", ()),
+    Check("vllm.distributed.weight_transfer.base", "WeightSource.groups", "params", ()),
+    Check("vllm.distributed.weight_transfer.base", "WeightSource.iter_groups", "params", ()),
     Check("vllm.distributed.weight_transfer.nccl_engine", "NCCLTrainerInitInfo", "fields",
           ("master_address", "master_port", "world_size", "packed")),
     Check("vllm.distributed.weight_transfer.nccl_engine", "NCCLTrainerWeightTransferEngine.trainer_init", "params",

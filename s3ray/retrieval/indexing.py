@@ -256,11 +256,59 @@ def _assemble(cfg: S3Config, index_dir: Path, rows: int, n_shards: int) -> int:
     faiss.write_index(build_faiss(vectors, cfg.index), str(tmp))
     os.replace(tmp, index_dir / FAISS_FILE)
     if cfg.index.bm25:
-        log.info("index: building BM25 over %d passages", rows)
-        texts = [f"{t} {x}" for t, x in zip(docs.column("title").to_pylist(), docs.column("text").to_pylist(),
-                                            strict=True)]
-        build_bm25(texts, index_dir / BM25_DIR)
+        _build_bm25(index_dir, docs)
     return int(vectors.shape[1])
+
+
+def _build_bm25(index_dir: Path, docs) -> None:
+    log.info("index: building BM25 over %d passages", docs.num_rows)
+    texts = [f"{t} {x}" for t, x in zip(docs.column("title").to_pylist(), docs.column("text").to_pylist(),
+                                        strict=True)]
+    build_bm25(texts, index_dir / BM25_DIR)
+
+
+def check_prebuilt(path: Path, rows: int) -> int:
+    """The dimension of the prebuilt flat index at ``path``, after checking it can serve a corpus of
+    ``rows`` passages. Memory-mapped: only the header is read, not the (wiki-18: 65 GB) vectors."""
+    import faiss
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"index.prebuilt={path} is not a file")
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"index.prebuilt={path} is a {type(index).__name__} with metric {index.metric_type}; "
+                         "only a flat inner-product index can be adopted")
+    if index.ntotal != rows:
+        raise ValueError(f"index.prebuilt={path} holds {index.ntotal} vectors and the corpus {rows} passages: "
+                         "row i of the index must be passage i of corpus.path (no corpus.limit, no skipped rows)")
+    return int(index.d)
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` names ``source``: a hard link on the same file system, else a symbolic one."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        os.symlink(Path(source).resolve(), tmp)
+    os.replace(tmp, target)
+
+
+def adopt_prebuilt(cfg: S3Config, index_dir: Path, corpus: dict[str, Any]) -> dict[str, Any]:
+    """Doc store from the corpus, ``index.prebuilt`` as the FAISS index, BM25 if configured; the manifest."""
+    import pyarrow.parquet as pq
+
+    rows, skipped = write_docstore(cfg, index_dir / DOCS_FILE)
+    if skipped:
+        raise ValueError(f"corpus {cfg.corpus.path}: {skipped} rows skipped as malformed would shift every "
+                         "later row against index.prebuilt; use corpus.on_bad_row=error and fix the corpus")
+    dim = check_prebuilt(cfg.index.prebuilt, rows)
+    _link(Path(cfg.index.prebuilt), index_dir / FAISS_FILE)
+    if cfg.index.bm25:
+        _build_bm25(index_dir, pq.read_table(index_dir / DOCS_FILE, columns=["id", "title", "text"]))
+    log.info("index: adopted %s (%d x %d) for %s", cfg.index.prebuilt, rows, dim, cfg.corpus.path)
+    return new_manifest(cfg, corpus, rows, dim, skipped, bm25=cfg.index.bm25)
 
 
 def _complete(index_dir: Path, manifest: dict[str, Any] | None, cfg: S3Config) -> bool:
@@ -280,6 +328,9 @@ def build_index(cfg: S3Config) -> Path:
         return index_dir
     (index_dir / MANIFEST).unlink(missing_ok=True)  # from here on the dir is "in progress"
     corpus = corpus_fingerprint(Path(cfg.corpus.path), manifest["corpus"] if manifest else None)
+    if cfg.index.prebuilt is not None:
+        write_json_atomic(index_dir / MANIFEST, adopt_prebuilt(cfg, index_dir, corpus))
+        return index_dir
     meta = _prepare_shards(cfg, index_dir, corpus)
     rows = meta["rows"]
     sizes = _shard_sizes(rows, cfg.index.shard_rows)

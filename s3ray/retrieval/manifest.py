@@ -55,7 +55,8 @@ def index_identity(cfg: S3Config) -> dict[str, Any]:
     idx = cfg.index
     params: dict[str, Any] = {"ivf": {"nlist": idx.ivf_nlist, "train_sample": idx.ivf_train_sample},
                               "hnsw": {"m": idx.hnsw_m}}.get(idx.kind, {})
-    return {"kind": idx.kind, **params}
+    prebuilt = {"prebuilt": str(idx.prebuilt)} if idx.prebuilt is not None else {}
+    return {"kind": idx.kind, **params, **prebuilt}
 
 
 def new_manifest(cfg: S3Config, corpus: dict[str, Any], rows: int, dim: int, skipped: int,

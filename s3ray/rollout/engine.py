@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -400,6 +402,7 @@ class VLLMEngine:
         self.llm = AsyncLLM.from_engine_args(args)
         self.version = 0
         self._requests = 0
+        self._weights_dir: Path | None = None  # where load_state_dict's weights live (vLLM keeps the path)
 
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
         from vllm import SamplingParams as VSamplingParams
@@ -426,14 +429,22 @@ class VLLMEngine:
 
     async def load_state_dict(self, state: dict[str, Any], version: int) -> None:
         """Hugging Face-named weights in hand: written as one safetensors file, which every worker
-        reloads through the model's loader; the folder is removed afterwards."""
+        reloads through the model's loader.
+
+        The folder lives as long as the engine (removed by :meth:`shutdown`) and always holds the
+        latest weights: vLLM 0.29.0's ``GPUModelRunner.reload_weights(weights_path=...)`` sets
+        ``model_config.model`` to the path for good, so a folder deleted after the call would leave the
+        engine pointing at nothing (a later ``reload_weights()`` reloads from ``model_config.model``)."""
         import tempfile
 
         from safetensors.torch import save_file
 
-        with tempfile.TemporaryDirectory(prefix="s3ray-weights-") as folder:
-            await asyncio.to_thread(save_file, _contiguous_copies(state), str(Path(folder) / "model.safetensors"))
-            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        if self._weights_dir is None:
+            self._weights_dir = Path(tempfile.mkdtemp(prefix="s3ray-weights-"))
+        partial, final = self._weights_dir / "model.safetensors.partial", self._weights_dir / "model.safetensors"
+        await asyncio.to_thread(save_file, _contiguous_copies(state), str(partial))
+        os.replace(partial, final)  # the loader globs *.safetensors: it never sees a half-written file
+        await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self._weights_dir)})
         await self._new_weights(version)
 
     async def _new_weights(self, version: int) -> None:
@@ -465,6 +476,8 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.llm.shutdown()
+        if self._weights_dir is not None:
+            shutil.rmtree(self._weights_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

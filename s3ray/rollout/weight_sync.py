@@ -24,8 +24,13 @@ The trainer builds one sync per worker and calls it on every rank after each upd
 
 An actor restart changes the group's membership: the next ``publish`` sees the new member list and
 forms a fresh group (new port); until then the restarted actor holds the model folder's weights and
-the pool leaves it out of batches. A member that dies *during* a transfer leaves the trainer's
-broadcast waiting in NCCL: that step fails by Ray Train's worker timeout, not by an error here.
+the pool leaves it out of batches. Re-forming destroys the old communicator (trainer side).
+
+Every control call (membership, init, start, update, finish) waits at most
+``rollout.transfer_timeout_s`` and then fails naming the step. The trainer's broadcast itself is an NCCL
+collective inside vLLM (``send_weights`` runs the engines' ``update`` call in a thread beside it) with no
+timeout of its own: a member that dies *during* the broadcast still leaves it waiting in NCCL, and the
+``update`` call's timeout surfaces only once the broadcast returns (docs/cluster.md lists this).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def strategy_for(backend: str) -> SyncStrategy:
 def weight_sync_for(cfg, pool, rank: int) -> WeightSync:
     """The strategy of ``cfg.rollout.backend`` (see the module docstring)."""
     if strategy_for(cfg.rollout.backend) == "nccl":
-        return NcclSync(pool, rank, wire_dtype=cfg.policy.dtype)
+        return NcclSync(pool, rank, wire_dtype=cfg.policy.dtype, timeout_s=cfg.rollout.transfer_timeout_s)
     return ObjectStoreSync(pool, rank)
 
 
@@ -74,6 +79,20 @@ class ObjectStoreSync:
         ray.get(self.pool.update_weights.remote([ray.put(dict(state))], version))
 
 
+def bounded_get(ref, timeout_s: float | None, what: str):
+    """``ray.get(ref)`` that waits at most ``timeout_s`` and then raises a ``TimeoutError`` naming ``what``
+    (the pending call is cancelled: nothing keeps waiting on it)."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except GetTimeoutError as err:
+        ray.cancel(ref)
+        raise TimeoutError(f"weight transfer: {what} did not finish within {timeout_s} s "
+                           "(rollout.transfer_timeout_s)") from err
+
+
 class PoolWeightSyncClient:
     """vLLM's ``VLLMWeightSyncClient`` protocol (``vllm/distributed/weight_transfer/base.py``: four
     synchronous methods taking plain dicts) over the rollout pool's ``weight_transfer`` fan-out.
@@ -81,14 +100,14 @@ class PoolWeightSyncClient:
     ``version`` is set before each transfer: vLLM's trainer engine calls ``finish_weight_update()``
     without one, and the actors record it as the weights they now hold."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, timeout_s: float | None = None):
         self.pool = pool
+        self.timeout_s = timeout_s
         self.version: int | None = None
 
     def _call(self, step: TransferStep, payload: Any = None) -> None:
-        import ray
-
-        ray.get(self.pool.weight_transfer.remote(step, payload))
+        bounded_get(self.pool.weight_transfer.remote(step, payload), self.timeout_s,
+                    f"the rollout engines' weight-transfer step {step!r}")
 
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
         self._call("init", init_info)
@@ -103,10 +122,11 @@ class PoolWeightSyncClient:
         self._call("finish", self.version)
 
 
-class StateSource:
-    """A state dict as a vLLM ``WeightSource`` (metadata first, then the tensors in the same order):
-    each tensor is moved to ``device`` and cast to the engines' dtype as it is sent, so only the
-    buckets in flight are on the GPU."""
+class StateWeights:
+    """A state dict as the two abstract methods of vLLM's ``WeightSource`` (metadata first, then the
+    tensors in the same order): each tensor is moved to ``device`` and cast to the engines' dtype as it
+    is sent, so only the buckets in flight are on the GPU. :func:`state_source` makes it a
+    ``WeightSource``."""
 
     def __init__(self, state: Mapping[str, Any] | None, dtype, device):
         self.state = dict(state or {})
@@ -123,6 +143,17 @@ class StateSource:
             yield name, tensor.to(self.device, dtype=self.dtype, non_blocking=True)
 
 
+def state_source(state: Mapping[str, Any] | None, dtype, device):
+    """:class:`StateWeights` as a subclass of vLLM 0.29.0's ``WeightSource`` ABC
+    (``vllm/distributed/weight_transfer/base.py``), so the group API that other transfer backends call
+    (``held_names``, ``groups``, ``iter_groups``: every name held, one gather group per decoder layer,
+    checked against ``metadata()`` order) is vLLM's own. Built here because vllm is imported only where
+    weights are transferred (not on CPU machines)."""
+    from vllm.distributed.weight_transfer.base import WeightSource
+
+    return type("StateSource", (StateWeights, WeightSource), {})(state, dtype, device)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -132,13 +163,15 @@ def _free_port() -> int:
 class NcclSync:
     """vLLM's NCCL weight transfer, re-forming the group whenever the pool's actors changed."""
 
-    def __init__(self, pool, rank: int, wire_dtype: str = "bfloat16", packed: bool = True, device=None):
+    def __init__(self, pool, rank: int, wire_dtype: str = "bfloat16", packed: bool = True, device=None,
+                 timeout_s: float | None = None):
         self.pool = pool
         self.rank = rank
         self.wire_dtype = wire_dtype
         self.packed = packed
         self.device = device  # where tensors go before NCCL sends them; None: this rank's current GPU
-        self.client = PoolWeightSyncClient(pool)
+        self.timeout_s = timeout_s
+        self.client = PoolWeightSyncClient(pool, timeout_s)
         self.engine = None  # vLLM's NCCLTrainerWeightTransferEngine
         self.members: list | None = None  # the actors (index, pid) that joined the current group
 
@@ -153,12 +186,20 @@ class NcclSync:
                                         world_size=1 + WORKERS_PER_ENGINE * len(members), packed=self.packed,
                                         rank=0)
         if self.engine is not None:
+            # vLLM's shutdown() only drops its reference to the communicator (nccl_engine.py); destroy it
+            # first (PyNcclCommunicator.destroy aborts the NCCL comm) so re-forming leaks nothing.
+            group = getattr(self.engine, "model_update_group", None)
+            if group is not None and hasattr(group, "destroy"):
+                group.destroy()
             self.engine.shutdown()
         # The engines join (through the client) while rank 0 opens its endpoint: vLLM runs both sides.
         self.engine = NCCLTrainerWeightTransferEngine.trainer_init(
-            init_info, client=self.client, source=StateSource(None, None, None))
+            init_info, client=self.client, source=state_source(None, None, None))
         self.members = members
         log.info("weight transfer group formed: trainer + %d rollout engines", len(members))
+
+    def _live_members(self) -> list:
+        return bounded_get(self.pool.transfer_members.remote(), self.timeout_s, "the rollout pool's member list")
 
     def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
         """Rank 0 sends; the other ranks took part in gathering ``state`` and have nothing left to do."""
@@ -166,13 +207,20 @@ class NcclSync:
             return
         if state is None:
             raise ValueError("rank 0 must publish a state")
-        import ray
         import torch
+        from ray.exceptions import RayActorError
 
-        members = ray.get(self.pool.transfer_members.remote())
+        members = self._live_members()
         if members != self.members:
-            self._connect(members)
+            try:
+                self._connect(members)
+            except (RayActorError, TimeoutError) as err:
+                # An actor died between the member list and the group's init: the group never formed.
+                # Once more with the actors alive now (a restarted one has a new pid and joins afresh).
+                log.warning("weight transfer group did not form (%s); re-forming with the live actors", err)
+                self.members = None
+                self._connect(self._live_members())
         self.client.version = version
         device = self.device or torch.device("cuda", torch.cuda.current_device())
-        self.engine.source = StateSource(state, getattr(torch, self.wire_dtype), device)
+        self.engine.source = state_source(state, getattr(torch, self.wire_dtype), device)
         self.engine.send_weights()

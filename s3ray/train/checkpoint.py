@@ -128,3 +128,64 @@ def load(directory: Path, learner: Learner) -> dict[str, Any]:
         scheduler.load_state_dict(saved)
     set_rng_state(state["rng"])
     return json.loads((directory / "state.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded checkpoints (torch.distributed.checkpoint): each rank writes and reads its own shards. Not yet
+# what the trainer calls (it still saves the full gather above); the trainer's resume is being changed
+# in parallel, and switching it over is the next step.
+# ------------------------------------------------------------------------------------------------
+SHARDED_DIR = "sharded"
+
+
+def _sharded_state(learner: Learner) -> dict[str, Any]:
+    """Model and optimiser state dicts as this rank holds them (under FSDP: its shards, unsharded never),
+    via torch.distributed.checkpoint.state_dict.get_state_dict; they double as load targets."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    state = {}
+    for name, model, optim in (("actor", learner.actor, learner.actor_optim),
+                               ("critic", learner.critic, learner.critic_optim)):
+        if model is not None:
+            state[name], state[f"{name}_optim"] = get_state_dict(model, optim, options=_dcp_options())
+    return state
+
+
+def _dcp_options():
+    """Optimizer state keyed by parameter name, one leaf per tensor and hyper-parameter: the same keys on
+    every rank and for a fresh optimizer, which DCP's load plan matches against what was saved."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def save_sharded(directory: Path, learner: Learner, meta: dict[str, Any], rank: int) -> None:
+    """Every rank: ``dcp.save`` writes this rank's shards of the weights and optimiser states; rank 0 also
+    writes the schedulers, the RNG (the same on every rank) and ``meta``."""
+    import torch.distributed.checkpoint as dcp
+
+    directory.mkdir(parents=True, exist_ok=True)
+    dcp.save(_sharded_state(learner), checkpoint_id=str(directory / SHARDED_DIR))
+    if rank == 0:
+        torch.save({"schedulers": [s.state_dict() for s in learner.schedulers], "rng": rng_state()},
+                   directory / "host.pt")
+        (directory / "state.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_sharded(directory: Path, learner: Learner) -> dict[str, Any]:
+    """Every rank: ``dcp.load`` reads only this rank's shards into the learner; returns the meta."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = _sharded_state(learner)
+    dcp.load(state, checkpoint_id=str(directory / SHARDED_DIR))
+    for name, model, optim in (("actor", learner.actor, learner.actor_optim),
+                               ("critic", learner.critic, learner.critic_optim)):
+        if model is not None:
+            set_state_dict(model, optim, model_state_dict=state[name], optim_state_dict=state[f"{name}_optim"],
+                           options=_dcp_options())
+    host = torch.load(directory / "host.pt", weights_only=False)
+    for scheduler, saved in zip(learner.schedulers, host["schedulers"], strict=True):
+        scheduler.load_state_dict(saved)
+    set_rng_state(host["rng"])
+    return json.loads((directory / "state.json").read_text())

@@ -82,24 +82,30 @@ def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
     return classes
 
 
-def wrap_fsdp(model: nn.Module, compute_dtype: torch.dtype, device: torch.device) -> nn.Module:
+def wrap_fsdp(model: nn.Module, compute_dtype: torch.dtype, device: torch.device,
+              cpu_offload: bool = False) -> nn.Module:
     """FSDP over ``model`` (kept in fp32: the master weights), one unit per decoder layer.
 
     Forward and backward run in ``compute_dtype`` (``MixedPrecision.param_dtype``), gradients are
     reduced in fp32 and the optimiser updates the fp32 shards: at lr 1e-6 a bf16 weight would round
     most Adam steps away. ``use_orig_params=True`` keeps the original parameters visible (names,
-    ``requires_grad``), which LoRA's mix of frozen and trainable weights in one unit needs.
+    ``requires_grad``), which LoRA's mix of frozen and trainable weights in one unit needs. ``cpu_offload``:
+    FSDP's ``CPUOffload(offload_params=True)``, shards and gradients in host memory and the optimizer step
+    on the CPU; each unit is copied to ``device`` when it is gathered.
     """
-    from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision
+    from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel, MixedPrecision
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
     model = model.to(torch.float32)
+    # Offloading is from a GPU: CPU runs already hold everything in host memory (and FSDP's offload pins
+    # memory, which needs an accelerator).
+    offload = cpu_offload and device.type == "cuda"
     mixed = None
     if compute_dtype != torch.float32:
         mixed = MixedPrecision(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model))
     return FullyShardedDataParallel(model, auto_wrap_policy=policy, mixed_precision=mixed, use_orig_params=True,
-                                    device_id=device)
+                                    device_id=device, cpu_offload=CPUOffload(offload_params=offload))
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
@@ -113,10 +119,12 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
 
 
 def offload_to_cpu(model: nn.Module) -> bool:
-    """Whether FSDP may gather ``model``'s full state straight to CPU. Only from GPU shards: with CPU
-    parameters torch 2.13 crashes in it (gloo), and with one rank FSDP runs NO_SHARD, where
-    ``summon_full_params`` refuses it."""
-    return next(model.parameters()).is_cuda and world_size() > 1
+    """Whether FSDP may gather ``model``'s full state straight to CPU. Only from GPU shards, or shards FSDP
+    offloads from a GPU run (``train.fsdp_cpu_offload``; gathered on the GPU, else the full fp32 model
+    would stay there): with CPU parameters of a CPU run torch 2.13 crashes in it (gloo), and with one
+    rank FSDP runs NO_SHARD, where ``summon_full_params`` refuses it."""
+    offloaded = model.cpu_offload.offload_params
+    return (next(model.parameters()).is_cuda or offloaded) and world_size() > 1
 
 
 def hf_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:

@@ -202,17 +202,27 @@ def finish(cfg: S3Config, state: dict[str, torch.Tensor], model_dir: Path, run_i
 # The driver
 # ------------------------------------------------------------------------------------------------
 def _check_services(cfg: S3Config) -> None:
-    from s3ray.retrieval.client import RetrieverClient
+    """Fail before any training work when the retriever cannot answer: ``GET <url>/health``, or with
+    ``retriever.health_check=false`` one retrieval of one query (all a Search-R1 / s3 server serves)."""
+    from s3ray.retrieval.client import RetrievalError, RetrieverClient
 
     client = RetrieverClient.from_config(cfg)
+    if not cfg.retriever.health_check:
+        try:
+            client.search(["retriever check"], 1)
+        except RetrievalError as err:
+            raise RuntimeError(f"the retriever at {cfg.retriever.url} cannot retrieve ({err}); start it first"
+                               " (`s3ray deploy`, or your own /retrieve server)") from err
+        return
     try:
         healthy = client.health()
     except Exception as err:  # any transport error means the same thing here
         raise RuntimeError(f"the retriever at {cfg.retriever.url} is not reachable ({err}); "
                            "start the services first: `s3ray deploy`") from err
     if not healthy:
-        raise RuntimeError(f"the retriever at {cfg.retriever.url} is not healthy; start the services first: "
-                           "`s3ray deploy`")
+        raise RuntimeError(f"the retriever at {cfg.retriever.url} is not healthy (GET /health); start the "
+                           "services first: `s3ray deploy`, or set retriever.health_check=false for a server "
+                           "that serves only POST /retrieve")
 
 
 def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path):
@@ -230,7 +240,7 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
                            "questions": [ray.put([q.to_dict() for q in questions])],
                            "tags": tracking.ray_job_tags()},
-        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo", timeout_s=tc.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),
         # A run of the same name under the same storage path resumes from its last checkpoint.
@@ -265,10 +275,12 @@ def train(cfg: S3Config) -> Path:
     from s3ray.ragcache.cache import training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.train.identity import claim_train_dir
+    from s3ray.train.memory_plan import check_memory_plan
 
     tc = cfg.train
     init_ray(cfg)
     model_dir = ensure_policy_model(cfg)
+    check_memory_plan(cfg, model_dir)  # printed; a run that cannot fit its GPUs stops here
     _check_services(cfg)
     questions = training_questions(cfg)
     if not questions:

@@ -65,7 +65,7 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
 
     def wrap(model: nn.Module) -> nn.Module:
         if cfg.strategy == "fsdp" and distributed.process_group() is not None:
-            return distributed.wrap_fsdp(model, compute_dtype, device)
+            return distributed.wrap_fsdp(model, compute_dtype, device, cpu_offload=cfg.fsdp_cpu_offload)
         model = model.to(device)
         if distributed.world_size() > 1:
             ids = [device] if device.type == "cuda" else None

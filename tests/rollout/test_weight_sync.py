@@ -4,6 +4,7 @@ restarted actor out of batches, and the trainer side re-forms the group when the
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sys
 import types
@@ -85,7 +86,7 @@ def test_object_store_sync_nests_the_ref_on_rank_0_only(monkeypatch):
 
     calls = []
     monkeypatch.setattr(ray, "put", lambda value: ("ref", tuple(value)))
-    monkeypatch.setattr(ray, "get", lambda value: value)
+    monkeypatch.setattr(ray, "get", lambda value, timeout=None: value)
     pool = types.SimpleNamespace(update_weights=Remote(lambda refs, version: calls.append((refs, version))))
     ObjectStoreSync(pool, rank=1).publish(None, 5)
     ObjectStoreSync(pool, rank=0).publish({"w": 1}, 5)
@@ -127,6 +128,46 @@ class FakeParamMeta:
     shape: tuple
 
 
+class FakeWeightSource(abc.ABC):
+    """vLLM 0.29.0's ``WeightSource`` contract (weight_transfer/base.py): two abstract methods, and the group
+    API's defaults built on them (every name held; groups in metadata order, iteration checked against it).
+    One group per name here; vLLM groups per decoder layer."""
+
+    @abc.abstractmethod
+    def metadata(self): ...
+
+    @abc.abstractmethod
+    def __iter__(self): ...
+
+    def held_names(self):
+        return None
+
+    def groups(self):
+        return [[m.name] for m in self.metadata()]
+
+    def iter_groups(self):
+        it = iter(self)
+        for group in self.groups():
+            names, tensors = [], []
+            for expected in group:
+                name, tensor = next(it)
+                if name != expected:
+                    raise RuntimeError(f"yielded {name!r}, expected {expected!r}")
+                names.append(name)
+                tensors.append(tensor)
+            yield names, tensors
+
+
+class FakeCommunicator:
+    """vLLM's PyNcclCommunicator: ``destroy()`` aborts the NCCL communicator."""
+
+    def __init__(self):
+        self.destroyed = False
+
+    def destroy(self):
+        self.destroyed = True
+
+
 class FakeTrainerEngine:
     made: list = []
 
@@ -134,6 +175,7 @@ class FakeTrainerEngine:
     def trainer_init(cls, init_info, *, client, source=None):
         engine = cls()
         engine.init_info, engine.client, engine.source, engine.sent, engine.closed = init_info, client, source, [], False
+        engine.model_update_group = FakeCommunicator()
         client.init_weight_transfer_engine({"master_address": init_info.master_address, "rank_offset": 1,
                                             "master_port": init_info.master_port,
                                             "world_size": init_info.world_size})
@@ -163,7 +205,8 @@ def fake_vllm(monkeypatch):
     sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerInitInfo = FakeInitInfo
     sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerWeightTransferEngine = FakeTrainerEngine
     sys.modules["vllm.distributed.weight_transfer.base"].ParamMeta = FakeParamMeta
-    monkeypatch.setattr(ray, "get", lambda value: value)
+    sys.modules["vllm.distributed.weight_transfer.base"].WeightSource = FakeWeightSource
+    monkeypatch.setattr(ray, "get", lambda value, timeout=None: value)
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.1")
     FakeTrainerEngine.made = []
     return FakeTrainerEngine
@@ -192,8 +235,60 @@ def test_nccl_sync_forms_the_group_once_and_again_after_a_restart(fake_vllm):
     pool.actors[1].restart()
     sync.publish(state, 3)
     assert len(fake_vllm.made) == 2 and engine.closed  # a fresh group, with the restarted actor in it
+    assert engine.model_update_group.destroyed  # the old communicator aborted, not only dropped
+    assert not fake_vllm.made[1].model_update_group.destroyed
     assert fake_vllm.made[1].init_info.master_port != 0
     assert [a.pushed_version for a in pool.actors] == [3, 3]
+
+
+def test_a_transfer_step_that_never_finishes_fails_naming_it(monkeypatch):
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    cancelled = []
+
+    def never(ref, timeout=None):
+        assert timeout == 7.0
+        raise GetTimeoutError("timed out")
+
+    monkeypatch.setattr(ray, "get", never)
+    monkeypatch.setattr(ray, "cancel", cancelled.append)
+    client = weight_sync.PoolWeightSyncClient(LocalPoolHandle(fake_pool(1)), timeout_s=7.0)
+    with pytest.raises(TimeoutError, match=r"weight-transfer step 'update' did not finish within 7.0 s"):
+        client.update_weights({"names": []})
+    assert len(cancelled) == 1  # nothing left waiting on the call
+
+
+def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
+    from ray.exceptions import RayActorError
+
+    pool = fake_pool(2)
+    dying = pool.actors[1]
+    answer = dying._weight_transfer
+
+    async def die_at_first_init(step, payload=None):
+        if step == "init" and dying.pid == 1001:
+            dying.restart()  # Ray restarts it; the call that was in flight fails
+            raise RayActorError()
+        return await answer(step, payload)
+
+    dying.weight_transfer = Remote(die_at_first_init)
+    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
+    sync.publish({"a.weight": torch.ones(2, 3)}, 1)
+    [engine] = fake_vllm.made  # the second attempt formed the group
+    assert engine.init_info.world_size == 3 and sync.members == [(0, 1000), (1, 1101)]
+    assert [a.pushed_version for a in pool.actors] == [1, 1]
+
+
+def test_the_sent_source_is_a_weight_source_with_its_group_api(fake_vllm):
+    pool = fake_pool(1)
+    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
+    sync.publish({"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(4)}, version=1)
+    source = fake_vllm.made[0].source
+    assert isinstance(source, FakeWeightSource) and source.held_names() is None
+    groups = list(source.iter_groups())
+    assert [names for names, _ in groups] == [["a.weight"], ["b.bias"]]
+    assert all(t.dtype == torch.bfloat16 for _, tensors in groups for t in tensors)
 
 
 def test_nccl_sync_other_ranks_only_gathered(fake_vllm):
@@ -204,9 +299,10 @@ def test_nccl_sync_other_ranks_only_gathered(fake_vllm):
 
 
 def test_weight_sync_for_the_config():
-    cfg = types.SimpleNamespace(rollout=types.SimpleNamespace(backend="vllm"),
+    cfg = types.SimpleNamespace(rollout=types.SimpleNamespace(backend="vllm", transfer_timeout_s=5.0),
                                 policy=types.SimpleNamespace(dtype="bfloat16"))
-    assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), NcclSync)
+    sync = weight_sync.weight_sync_for(cfg, None, 0)
+    assert isinstance(sync, NcclSync) and sync.timeout_s == sync.client.timeout_s == 5.0
     cfg.rollout.backend = "hf"
     assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), ObjectStoreSync)
 
