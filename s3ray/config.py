@@ -416,7 +416,7 @@ class TrainConfig(Section):
     torch_threads: int = Field(0, ge=0)
     use_gpu: bool = False  # one GPU per worker
     # fsdp: fp32 master weights sharded per decoder layer, compute in policy.dtype (mixed precision);
-    # ddp: a full replica per rank, in policy.dtype.
+    # ddp: a full fp32 replica per rank, computing in policy.dtype under autocast (train/policy.py).
     strategy: Literal["ddp", "fsdp"] = "ddp"
     # fsdp: FSDP's CPUOffload; weight shards, gradients and the AdamW step live in host memory, so the GPU
     # holds only the gathered units, activations and the reference (what fits a 7B actor + critic on 80 GB).
@@ -640,16 +640,6 @@ class S3Config(Section):
         if self.agent.initial_k != self.rag_cache.topk:
             raise ValueError(f"agent.initial_k ({self.agent.initial_k}) must equal rag_cache.topk "
                              f"({self.rag_cache.topk}): the reward compares against naive RAG on the turn-0 docs")
-        return self
-
-    @model_validator(mode="after")
-    def _check_ddp_precision(self) -> S3Config:
-        """ddp trains its replica in policy.dtype itself: bf16/fp16 would be pure low-precision weights and Adam
-        state (an lr of 1e-6 moves almost no bf16 weight), so only fsdp's mixed precision may use them."""
-        if self.train.strategy == "ddp" and self.policy.dtype != "float32":
-            raise ValueError(f"train.strategy=ddp with policy.dtype={self.policy.dtype} would train pure "
-                             f"{self.policy.dtype} weights: use train.strategy=fsdp (fp32 master weights, "
-                             f"{self.policy.dtype} compute) or policy.dtype=float32")
         return self
 
     @property
