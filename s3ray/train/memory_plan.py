@@ -6,7 +6,7 @@ Lines (bytes per rank, GB = 1e9 B):
 - actor / critic states: fp32 weights + fp32 grads + AdamW's two fp32 moments, 16 B per parameter, split
   over the ranks by FSDP (whole under DDP); 0 on the GPU with ``train.fsdp_cpu_offload`` (FSDP's
   ``CPUOffload``: shards, grads and the optimizer step live in host memory).
-- reference: frozen weights in ``policy.dtype`` on every rank (not sharded).
+- reference: frozen weights in ``policy.dtype`` on every rank (not sharded); none when ``train.kl_coef`` is 0.
 - unsharded units: FSDP gathers one unit at a time in the compute dtype; the root unit (embeddings,
   lm_head, final norm) stays gathered through a forward and backward with its gradient, and the next
   decoder layer is prefetched; the root's gradient is cast to fp32 for its reduce-scatter.
@@ -115,7 +115,7 @@ def plan(cfg: S3Config, policy: ModelShape, critic: ModelShape) -> MemoryPlan:
     lines = {"actor states (fp32 w+g+adam)": on_gpu * STATE_BYTES * policy.params / shards}
     if ppo:
         lines["critic states (fp32 w+g+adam)"] = on_gpu * STATE_BYTES * critic.params / shards
-    lines["reference weights"] = cb * policy.params
+    lines["reference weights"] = cb * policy.params if tc.kl_coef else 0.0  # no KL term: not loaded
     root = max(policy.root_params, critic.root_params if ppo else 0)
     lines["unsharded FSDP units"] = (cb * (root + 2 * policy.layer_params) + cb * root + 4 * root
                                      if tc.strategy == "fsdp" else 0.0)

@@ -66,3 +66,10 @@ def test_cli_prints_the_table(capsys):
     assert "reference weights" in out and "(fits)" in out
     assert main(["memory-plan", "--config", "s3_8_3_3", f"policy.model={QWEN_7B}",
                  "train.fsdp_cpu_offload=false"]) == 1
+
+
+
+def test_no_kl_term_plans_no_reference(shapes):
+    without = plan(load_config("s3_8_3_3", ["train.kl_coef=0"]), *shapes)
+    assert without.lines["reference weights"] == 0
+    assert without.total < plan(load_config("s3_8_3_3"), *shapes).total
