@@ -44,6 +44,19 @@ def test_parse_chat_request_refuses_what_it_cannot_serve(body, status, reason):
     assert parse_chat_request({"model": "m", "messages": USER, "stream": False}, "m").messages == USER
 
 
+def test_parse_chat_request_reads_text_parts_and_names_other_parts():
+    parts = {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]}
+    assert parse_chat_request({"messages": [parts]}).messages == [{"role": "user", "content": "hi\nthere"}]
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    for content, reason in [([{"type": "text", "text": "a"}, image], r"content\[1\] is a 'image_url' part"),
+                            ([], "non-empty list of text parts"), (None, "string or a non-empty list"),
+                            ([{"type": "text", "text": 3}], r"content\[0\]\.text must be a string"),
+                            ([{"type": "text", "text": "\ud800"}], r"content\[0\]\.text .*surrogate")]:
+        with pytest.raises(BadRequest, match=reason) as err:
+            parse_chat_request({"messages": [{"role": "user", "content": content}]})
+        assert err.value.status == 400
+
+
 def test_reader_check_names_the_expected_prompt_form():
     bad = [{"role": "system", "content": f"{prompts.CONTEXT_START}\nnot a doc\n{prompts.CONTEXT_END}"}, *USER]
     with pytest.raises(BadRequest, match=r"Doc i \(Title: T\) text"):
@@ -156,3 +169,26 @@ def test_reader_app_reads_another_prompt_template_and_reports_usage(services):
     assert usage["prompt_tokens"] == sum(len(m["content"].split()) for m in messages)
     assert usage["completion_tokens"] == len(answer.split()) > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+@pytest.mark.ray
+def test_official_openai_client_chats_and_gets_openai_errors(services):
+    """The official client (it sends content parts for some calls) against the running service."""
+    openai = pytest.importorskip("openai")
+    gen = services.generator
+    client = openai.OpenAI(base_url=gen.base_url, api_key="unused", max_retries=0, timeout=60)
+    docs = [Doc("1", "Eiffel Tower", "The tower is 330 metres tall.")]
+    [system, user] = prompts.answer_messages("How tall is the Eiffel Tower?", docs)
+    as_parts = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in (system, user)]
+    for messages in ([system, user], as_parts):
+        reply = client.chat.completions.create(model=gen.model, messages=messages, temperature=0)
+        assert "330 metres" in reply.choices[0].message.content and reply.usage.total_tokens > 0
+    with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
+        client.chat.completions.create(model="no-such-model", messages=[user])
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\]\.role"):
+        client.chat.completions.create(model=gen.model, messages=[{"role": "wizard", "content": "x"}])
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with pytest.raises(openai.BadRequestError, match="only text parts"):
+        client.chat.completions.create(model=gen.model, messages=[{"role": "user", "content": [image]}])
+    assert [m.id for m in client.models.list()] == [gen.model]
