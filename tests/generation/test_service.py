@@ -82,12 +82,43 @@ def test_hf_backend_greedy_batches_match_single_requests(tiny_model_dir):
     assert batched[0].prompt_tokens < batched[1].prompt_tokens and 1 <= batched[1].completion_tokens <= 3
 
 
-@pytest.mark.parametrize("backend", ["reader", "hf", "vllm"])
+@pytest.mark.parametrize("backend", ["reader", "hf"])
 def test_serve_configs_name_the_builder(backend):
     config = yaml.safe_load((REPO / "serve_configs" / f"generator_{backend}.yaml").read_text())
     [app] = config["applications"]
     assert app["import_path"] == "s3ray.generation.service:app_builder" and app["route_prefix"] == "/"
     assert f"generator.backend={backend}" in app["args"]["overrides"]
+
+
+def test_vllm_serve_config_is_generated_from_the_preset(capsys):
+    """The checked-in vLLM YAML is `s3ray serve-config`'s output: it names the preset instead of copying
+    its settings, so the generator it builds is exactly the preset's."""
+    from s3ray.cli import main
+    from s3ray.config import load_config
+
+    assert main(["serve-config", "--config", "s3_8_3_3", "--app", "generator"]) == 0
+    generated = capsys.readouterr().out
+    assert (REPO / "serve_configs" / "generator_vllm.yaml").read_text() == generated
+    [app] = yaml.safe_load(generated)["applications"]
+    assert app["import_path"] == "s3ray.generation.service:app_builder" and app["name"] == "generator"
+    preset = load_config("s3_8_3_3")
+    built = load_config(app["args"]["config"], app["args"]["overrides"])
+    assert built.generator == preset.generator and built.generator.backend == "vllm"
+
+
+def test_serve_config_carries_overrides_and_both_apps(capsys):
+    from s3ray.cli import main
+    from s3ray.config import load_config
+
+    assert main(["serve-config", "--config", "demo_cpu", "serve.port=9123", "generator.num_replicas=2"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 9123}
+    retriever, generator = config["applications"]
+    assert (retriever["route_prefix"], generator["route_prefix"]) == ("/retrieve", "/")
+    assert load_config(generator["args"]["config"], generator["args"]["overrides"]).generator.num_replicas == 2
+    assert main(["serve-config", "--config", "demo_cpu", "generator.backend=openai",
+                 "generator.base_url=http://x/v1"]) == 2
+    assert "external endpoint" in capsys.readouterr().err
 
 
 def test_reader_serve_config_builds_an_app():
