@@ -354,6 +354,10 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(5, ge=1)  # steps; the last step is always checkpointed
     checkpoints_to_keep: int = Field(2, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)
+    # How a run starts: auto resumes this run's last kept checkpoint (if any); never moves its checkpoints
+    # to train.dir/superseded and starts fresh; a checkpoint folder (<train.dir>/ray_train/<run>/step_N,
+    # or one of a superseded run) starts from it. Chosen per launch, so not part of the run's identity.
+    resume: str = "auto"
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)

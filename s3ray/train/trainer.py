@@ -37,6 +37,7 @@ from s3ray.config import S3Config, config_from_dict
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
 from s3ray.train.batch import collate_episodes
+from s3ray.train.identity import checkpoint_path
 from s3ray.train.policy import export_pretrained
 from s3ray.train.step_metrics import StepClock, episode_metrics
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
@@ -101,7 +102,9 @@ def train_loop(config: dict[str, Any]) -> None:
 
     learner = build_learner(model_dir, cfg.policy, tc, device)
     start_step, run_id = 0, None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = ray.train.get_checkpoint()  # this run's own last one (a worker-group restart) comes first
+    if ckpt is None and config["resume_from"]:
+        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])  # train.resume=<path>
     if ckpt is not None:
         with ckpt.as_directory() as ckpt_dir:
             meta = checkpoint.load(Path(ckpt_dir), learner)
@@ -140,14 +143,16 @@ def train_loop(config: dict[str, Any]) -> None:
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,
                        **clock.metrics(tokens.item(), stats.get("response_tokens", 0.0) * num_episodes)}
-            report(step, metrics, learner, run_id, cfg)
+            report(step, metrics, learner, run_id, cfg, model_dir)
         final_state = distributed.hf_full_state(learner.actor)  # collective under FSDP; None off rank 0
         if rank == 0:
             finish(cfg, final_state, model_dir, run_id)
 
 
-def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config) -> None:
-    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps with a checkpoint."""
+def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config,
+           model_dir: Path) -> None:
+    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps with a checkpoint, which the
+    MLflow run links by a tag (``s3ray.checkpoint.step_N``: its folder, for ``s3ray export --step N``)."""
     import mlflow
     import ray.train
     from ray.train import Checkpoint
@@ -168,11 +173,13 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
         return
     tmp = Path(tempfile.mkdtemp(prefix="s3ray-ckpt-"))
     try:
+        # init_model_dir: the weights the trainable ones apply to (the warm start's or the base model's)
         checkpoint.save(tmp, state, {"step": step, "data_position": step * tc.batch_size, "mlflow_run_id": run_id,
-                                     "algorithm": tc.algorithm})
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)),
-                         checkpoint_dir_name=f"step_{step:06d}")
-        log.info("checkpoint at step %d", step)
+                                     "algorithm": tc.algorithm, "init_model_dir": str(model_dir)})
+        kept = checkpoint_path(cfg, step)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=kept.name)
+        mlflow.set_tag(f"s3ray.checkpoint.{kept.name}", str(kept))
+        log.info("checkpoint at step %d: %s", step, kept)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -212,8 +219,10 @@ def _check_services(cfg: S3Config) -> None:
                            "`s3ray deploy`")
 
 
-def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path):
-    """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result."""
+def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path,
+                resume_from: Path | None = None):
+    """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result.
+    ``resume_from``: a checkpoint folder to start from when the run has none of its own."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -226,7 +235,8 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
                            "questions": [ray.put([q.to_dict() for q in questions])],
-                           "tags": tracking.ray_job_tags()},
+                           "tags": tracking.ray_job_tags(),
+                           "resume_from": str(resume_from) if resume_from else None},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),
@@ -249,7 +259,7 @@ def train(cfg: S3Config) -> Path:
     from s3ray.ragcache.cache import training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.tinylm import ensure_tiny_model
-    from s3ray.train.identity import claim_train_dir
+    from s3ray.train.identity import apply_resume_choice, claim_train_dir
 
     tc = cfg.train
     init_ray(cfg)
@@ -266,6 +276,7 @@ def train(cfg: S3Config) -> Path:
                            f"train.batch_size={tc.batch_size}: lower the batch size or add questions")
     log.info("training on %d questions (naive-RAG-answered ones filtered out)", len(questions))
     claim_train_dir(cfg)  # a warm start or checkpoints of another config are moved aside, not resumed
+    resume_from = apply_resume_choice(cfg)
     pool = create_pool(cfg, model_dir)
     try:
         init_dir = model_dir
@@ -275,7 +286,7 @@ def train(cfg: S3Config) -> Path:
             warm, questions = warm_start_questions(questions, cfg)
             init_dir = warm_start(cfg, pool, warm, model_dir)
             log.info("RL on %d questions", len(questions))
-        run_trainer(cfg, pool, questions, init_dir)
+        run_trainer(cfg, pool, questions, init_dir, resume_from)
     finally:
         ray.kill(pool)
     log.info("training done: %s", tc.export_dir)
