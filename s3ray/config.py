@@ -358,6 +358,9 @@ class TrainConfig(Section):
     # to train.dir/superseded and starts fresh; a checkpoint folder (<train.dir>/ray_train/<run>/step_N,
     # or one of a superseded run) starts from it. Chosen per launch, so not part of the run's identity.
     resume: str = "auto"
+    # Episodes per step logged as an MLflow table (episodes/step_N.json): the best, the worst, then others;
+    # 0 logs none. Reading queries and selections is how a collapse is diagnosed.
+    log_episodes: int = Field(8, ge=0)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)

@@ -39,7 +39,7 @@ from s3ray.train import checkpoint, distributed
 from s3ray.train.batch import collate_episodes
 from s3ray.train.identity import checkpoint_path
 from s3ray.train.policy import export_pretrained
-from s3ray.train.step_metrics import StepClock, episode_metrics
+from s3ray.train.step_metrics import StepClock, episode_metrics, episode_table
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
 from s3ray.types import Question
 
@@ -82,6 +82,7 @@ def publish(learner: Learner, weights: WeightSync, version: int) -> None:
 
 def train_loop(config: dict[str, Any]) -> None:
     """The Ray Train worker function (every rank runs it)."""
+    import mlflow
     import ray
     import ray.train
     import ray.train.torch
@@ -130,6 +131,8 @@ def train_loop(config: dict[str, Any]) -> None:
                     episodes = ray.get(pool.run.remote(step_questions, samples_per_question=samples,
                                                        with_reward=True))
                 stats = episode_metrics(episodes)
+                if tc.log_episodes:
+                    mlflow.log_table(episode_table(episodes, tc.log_episodes), f"episodes/step_{step:06d}.json")
                 question_ids = [str(q["id"]) for q in step_questions]
                 shards = [shard_episodes(episodes, question_ids, r, world, samples) for r in range(world)]
             shard = distributed.scatter(shards)

@@ -7,6 +7,9 @@ The real rollout pool and services are exercised in ``test_train_integration.py`
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 TARGETS = range(100, 400)  # reward 1 when the one written token falls here
@@ -124,7 +127,13 @@ def test_two_workers_checkpoint_resume_and_track(session_cfg, tiny_model_dir, ba
     gap = client.get_metric_history(runs[0].info.run_id, "logprob_gap")
     assert max(m.value for m in gap) < 1e-3  # the trainer agrees with the sampler's log-probs
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert {"reward_curve.png", "model", "config.yaml"} <= artifacts
+    assert {"reward_curve.png", "model", "config.yaml", "episodes"} <= artifacts
+    tables = [a.path for a in client.list_artifacts(runs[0].info.run_id, "episodes")]
+    assert tables == [f"episodes/step_00000{i}.json" for i in (1, 2, 3)]  # one per step, across the resume
+    table = json.loads(Path(client.download_artifacts(runs[0].info.run_id, "episodes/step_000003.json",
+                                                      str(tmp_path))).read_text())  # MLflow's split format
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert len(rows) == 4 and rows[0]["pick"] == "best" and rows[0]["reward"] == max(r["reward"] for r in rows)
 
     export = tmp_path / "train" / "export"
     exported = AutoModelForCausalLM.from_pretrained(export)
