@@ -361,6 +361,11 @@ class TrainConfig(Section):
     # Episodes per step logged as an MLflow table (episodes/step_N.json): the best, the worst, then others;
     # 0 logs none. Reading queries and selections is how a collapse is diagnosed.
     log_episodes: int = Field(8, ge=0)
+    # Dev evaluation during training, every eval_every steps (0: never) and at the last step: the first
+    # eval_questions of data.dev through the rollout pool (the s3 gatherer, current weights, greedy) and the
+    # frozen generator; dev_genacc and dev_gbr go to MLflow beside the training reward.
+    eval_every: int = Field(0, ge=0)
+    eval_questions: int = Field(50, ge=1)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)

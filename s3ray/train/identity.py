@@ -26,7 +26,7 @@ IDENTITY_FILE = "identity.json"
 RUN_ARTIFACTS = ("warm_start", "ray_train")  # what a re-run would otherwise resume from
 IGNORED_SECTIONS = ("name", "paths", "cluster", "serve", "tracking", "inference", "evaluation", "demo")
 IGNORED_TRAIN = ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir",
-                 "resume", "log_episodes")
+                 "resume", "log_episodes", "eval_every", "eval_questions")
 
 
 def training_identity(cfg: S3Config) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def train_loop(config: dict[str, Any]) -> None:
     pool = config["pool"]
     model_dir = Path(config["init_model_dir"])
     questions: list[dict] = ray.get(config["questions"][0])
+    dev_questions: list[dict] = config["dev_questions"]
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
     samples = tc.samples_per_question
@@ -146,10 +147,23 @@ def train_loop(config: dict[str, Any]) -> None:
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,
                        **clock.metrics(tokens.item(), stats.get("response_tokens", 0.0) * num_episodes)}
+            if rank == 0 and dev_questions and is_eval_step(step, tc.eval_every, tc.steps):
+                metrics.update(dev_metrics(ray.get(pool.run.remote(dev_questions, greedy=True, with_reward=True))))
             report(step, metrics, learner, run_id, cfg, model_dir)
         final_state = distributed.hf_full_state(learner.actor)  # collective under FSDP; None off rank 0
         if rank == 0:
             finish(cfg, final_state, model_dir, run_id)
+
+
+def is_eval_step(step: int, eval_every: int, steps: int) -> bool:
+    """Dev evaluation runs every ``eval_every`` steps and at the last one (never when ``eval_every`` is 0)."""
+    return eval_every > 0 and (step % eval_every == 0 or step == steps)
+
+
+def dev_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """The dev slice's GenAcc with s3's context and its Gain Beyond RAG (the reward), means over questions."""
+    stats = episode_metrics(episodes)
+    return {"dev_genacc": stats["genacc"], "dev_gbr": stats["reward"]}
 
 
 def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config,
@@ -167,6 +181,8 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
                  "clip %.3f | %.1fs (rollout %.1fs)", step, tc.steps, metrics["reward"], metrics["genacc"],
                  metrics["rag_acc"], metrics["kl"], metrics["logprob_gap"], metrics["policy_loss"],
                  metrics["entropy"], metrics["clip_fraction"], metrics["step_s"], metrics["rollout_wait_s"])
+        if "dev_genacc" in metrics:
+            log.info("step %d/%d: dev GenAcc %.3f GBR %.3f", step, tc.steps, metrics["dev_genacc"], metrics["dev_gbr"])
     if step % tc.checkpoint_every and step != tc.steps:
         ray.train.report(metrics)
         return
@@ -222,6 +238,15 @@ def _check_services(cfg: S3Config) -> None:
                            "`s3ray deploy`")
 
 
+def dev_questions(cfg: S3Config) -> list[Question]:
+    """The fixed dev slice of the evaluation during training (none when it is off)."""
+    if not cfg.train.eval_every:
+        return []
+    from s3ray.data.qa import load_datasets
+
+    return load_datasets(cfg.data.dev)[:cfg.train.eval_questions]
+
+
 def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path,
                 resume_from: Path | None = None):
     """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result.
@@ -239,7 +264,8 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
                            "questions": [ray.put([q.to_dict() for q in questions])],
                            "tags": tracking.ray_job_tags(),
-                           "resume_from": str(resume_from) if resume_from else None},
+                           "resume_from": str(resume_from) if resume_from else None,
+                           "dev_questions": [q.to_dict() for q in dev_questions(cfg)]},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),

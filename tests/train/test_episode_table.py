@@ -32,3 +32,12 @@ def test_small_sizes_and_empty_batches():
     assert episode_table(one, 5)["pick"] == ["best"]  # the best is also the worst: one row
     assert episode_table([episode(0, 0.0, []), episode(1, 1.0, [])], 1)["pick"] == ["best"]
     assert episode_table([], 3) == {name: [] for name in EPISODE_COLUMNS} == episode_table(one, 0)
+
+
+def test_dev_evaluation_steps_and_metrics():
+    from s3ray.train.trainer import dev_metrics, is_eval_step
+
+    assert [s for s in range(1, 8) if is_eval_step(s, 3, 7)] == [3, 6, 7]  # and always the last step
+    assert not any(is_eval_step(s, 0, 7) for s in range(1, 8))
+    assert dev_metrics([episode(0, 1.0, []), episode(1, -1.0, []), episode(2, 0.0, [])]) == {
+        "dev_genacc": 1 / 3, "dev_gbr": 0.0}

@@ -41,7 +41,7 @@ def bandit_pool_cls(ray_cluster):
             self.versions.append(version)
             self.weights.append(state)
 
-        def run(self, questions, samples_per_question: int = 1, with_reward: bool = True):
+        def run(self, questions, greedy: bool = False, samples_per_question: int = 1, with_reward: bool = True):
             import torch
 
             from s3ray.agent.episode import Episode
@@ -82,7 +82,7 @@ def test_two_workers_checkpoint_resume_and_track(session_cfg, tiny_model_dir, ba
     from s3ray.cli import main
     from s3ray.config import load_config
     from s3ray.train.identity import apply_resume_choice, kept_steps
-    from s3ray.train.trainer import run_trainer, step_question_indices
+    from s3ray.train.trainer import dev_questions, run_trainer, step_question_indices
     from s3ray.types import Question
 
     questions = [Question(id=f"q{i}", question="x" * i, golden_answers=("a",), source="bandit")
@@ -152,11 +152,17 @@ def test_two_workers_checkpoint_resume_and_track(session_cfg, tiny_model_dir, ba
     assert all(torch.equal(step2[k], pushed[2][k]) for k in pushed[2])
     assert main(["export", "--config", "test", "--step", "1", *overrides(3)]) == 2  # not kept: says which are
 
-    # train.resume=<step 2's folder>: the run's checkpoints are moved aside and step 3 is trained again.
-    again = cfg_for(3, f"train.resume={tags['s3ray.checkpoint.step_000002']}")
+    # train.resume=<step 2's folder>: the run's checkpoints are moved aside and step 3 is trained again,
+    # then (its last step) evaluated on the dev slice through the same pool.
+    again = cfg_for(3, f"train.resume={tags['s3ray.checkpoint.step_000002']}", "train.eval_every=2",
+                    "train.eval_questions=3")
     run_trainer(again, pool, questions, tiny_model_dir, apply_resume_choice(again))
     versions, calls = ray_get(pool.state.remote())
     assert versions[5:] == [2, 3] and calls[3] == calls[2]
+    assert calls[4] == [q.id for q in dev_questions(again)] and len(calls[4]) == 3
+    dev = client.get_metric_history(runs[0].info.run_id, "dev_genacc")
+    assert [m.step for m in dev] == [3] and 0.0 <= dev[0].value <= 1.0
+    assert len(client.get_metric_history(runs[0].info.run_id, "dev_gbr")) == 1
     assert all(torch.equal(ray_get(pool.pushed.remote())[5][k], pushed[2][k]) for k in pushed[2])
 
 
