@@ -13,10 +13,12 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
 from s3ray.config import S3Config, load_config
+from s3ray.serving import SERVE_APPS, serve_yaml
 
 # stage name -> (module:function, one-line help). Imported lazily: `s3ray --help` must not load torch.
 STAGES: dict[str, tuple[str, str]] = {
@@ -45,10 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s3ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name, (_, help_text) in {**STAGES, "config": ("", "print the resolved config")}.items():
+    for name, (_, help_text) in {**STAGES, "config": ("", "print the resolved config"),
+                                 "serve-config": ("", "print a `serve run` YAML that names the preset"),
+                                 "export": ("", "write a kept training checkpoint as a Hugging Face folder")
+                                 }.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", "-c", default=None, help="preset name (s3ray/configs) or YAML path")
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+        if name == "serve-config":
+            p.add_argument("--app", action="append", choices=list(SERVE_APPS),
+                           help="an app to include (repeatable; default: all)")
+        if name == "export":
+            p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the last kept)")
+            p.add_argument("--out", default=None, help="the folder to write (default: train.dir/export_step_N)")
     return parser
 
 
@@ -60,8 +71,17 @@ def parse_config(argv: list[str]) -> tuple[str, S3Config]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the stage's own log
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        stage, cfg = parse_config(list(sys.argv[1:] if argv is None else argv))
+        stage, cfg = args.stage, load_config(args.config, args.overrides)
+        if stage == "serve-config":
+            print(serve_yaml(args.config, args.overrides, args.app or list(SERVE_APPS)), end="")
+            return 0
+        if stage == "export":
+            from s3ray.train.checkpoint import export_step
+
+            print(export_step(cfg, args.step, Path(args.out) if args.out else None))
+            return 0
     except (ValueError, FileNotFoundError) as err:  # bad preset or override: say so, no traceback
         print(f"s3ray: {err}", file=sys.stderr)
         return 2

@@ -431,6 +431,18 @@ class TrainConfig(Section):
     # rank 0 publishes and rolls out, so it must exceed a step's rollout.
     collective_timeout_s: int = Field(1800, ge=1)
     max_failures: int = 0  # Ray Train restarts of a failed worker group (each resumes from a checkpoint)
+    # How a run starts: auto resumes this run's last kept checkpoint (if any); never moves its checkpoints
+    # to train.dir/superseded and starts fresh; a checkpoint folder (<train.dir>/ray_train/<run>/step_N,
+    # or one of a superseded run) starts from it. Chosen per launch, so not part of the run's identity.
+    resume: str = "auto"
+    # Episodes per step logged as an MLflow table (episodes/step_N.json): the best, the worst, then others;
+    # 0 logs none. Reading queries and selections is how a collapse is diagnosed.
+    log_episodes: int = Field(8, ge=0)
+    # Dev evaluation during training, every eval_every steps (0: never) and at the last step: the first
+    # eval_questions of data.dev through the rollout pool (the s3 gatherer, current weights, greedy) and the
+    # frozen generator; dev_genacc and dev_gbr go to MLflow beside the training reward.
+    eval_every: int = Field(0, ge=0)
+    eval_questions: int = Field(50, ge=1)
     seed: int = 42
     dir: Path | None = None  # None: <work_dir>/train
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)

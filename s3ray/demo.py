@@ -10,6 +10,7 @@ stage resumes its own partial work.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -231,21 +232,28 @@ def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, timeout_s: int)
     start = time.time()
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                submission_id=f"s3ray-{stage}-{int(start)}")
-    printed = 0
-    status = JobStatus.PENDING
-    while time.time() - start < timeout_s:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        for line in logs[printed:].splitlines():
-            print(f"[{stage}] {line}", flush=True)
-        printed = len(logs)
-        if status.is_terminal():
-            break
-        time.sleep(2)
-    else:
+    try:
+        asyncio.run(asyncio.wait_for(_print_job_logs(client, job_id, stage), timeout_s))
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
         client.stop_job(job_id)
-        status = "TIMEOUT"
-    return str(status), time.time() - start
+        return "TIMEOUT", time.time() - start
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():  # the log stream ends as the job does; its status may lag a moment
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    return str(JobStatus(status)), time.time() - start
+
+
+async def _print_job_logs(client, job_id: str, stage: str) -> None:
+    """Print the job's log lines, prefixed by the stage, as Ray streams them (``tail_job_logs``: a
+    websocket that closes when the job ends), not re-fetching the whole log; chunks may split a line."""
+    pending = ""
+    async for chunk in client.tail_job_logs(job_id):
+        *lines, pending = (pending + chunk).split("\n")
+        for line in lines:
+            print(f"[{stage}] {line}", flush=True)
+    if pending:
+        print(f"[{stage}] {pending}", flush=True)
 
 
 def _summary(cfg: S3Config, cluster_url: str, timings: dict[str, float]) -> str:

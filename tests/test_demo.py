@@ -67,8 +67,10 @@ def test_a_failed_stage_is_named_and_fails_the_demo(tmp_path, capsys):
     cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", f"corpus.path={tmp_path}/missing.jsonl",
                                   "demo.stages=[index]", "cluster.num_cpus=2"])
     assert run_demo(cfg) == 1
-    err = capsys.readouterr().err
-    assert "stage 'index'" in err and "FAILED" in err
+    captured = capsys.readouterr()
+    assert "stage 'index'" in captured.err and "FAILED" in captured.err
+    # The job's own log, streamed line by line under the stage's prefix: the error names the missing file.
+    assert any(line.startswith("[index] ") and "missing.jsonl" in line for line in captured.out.splitlines())
 
 
 @pytest.mark.ray

@@ -190,7 +190,8 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, gatherers: list[s
     return report
 
 
-REWARD_CURVE_LABELS = {"reward": "reward (GBR)", "genacc": "GenAcc (s3 context)", "rag_acc": "GenAcc (naive RAG)"}
+REWARD_CURVE_LABELS = {"reward": "reward (GBR)", "genacc": "GenAcc (s3 context)", "rag_acc": "GenAcc (naive RAG)",
+                       "dev_gbr": "dev GBR", "dev_genacc": "dev GenAcc (s3 context)"}
 
 
 def reward_curve(series: dict[str, list[tuple[int, float]]], path: Path) -> Path | None:

@@ -60,12 +60,13 @@ def parse_chat_request(body: Any, model_name: str | None = None) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list")
+    texts = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise BadRequest("each message needs a string 'role' and a string 'content'")
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+            raise BadRequest("each message needs a string 'role' and a 'content' (a string or a list of text parts)")
         if m["role"] not in ROLES:
             raise BadRequest(f"messages[{i}].role is {m['role']!r:.40}; expected one of {', '.join(ROLES)}")
-        serving.check_text(m["content"], f"messages[{i}].content")
+        texts.append(message_text(m["content"], f"messages[{i}].content"))
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or max_tokens < 1):
@@ -77,8 +78,32 @@ def parse_chat_request(body: Any, model_name: str | None = None) -> ChatRequest:
     if model_name is not None and model is not None and model != model_name:
         raise BadRequest(f"the model {model!r:.80} does not exist; this server serves {model_name!r}",
                          status=404, code="model_not_found")
-    return ChatRequest([{"role": m["role"], "content": m["content"]} for m in messages], max_tokens,
-                       float(temperature))
+    return ChatRequest([{"role": m["role"], "content": text} for m, text in zip(messages, texts, strict=True)],
+                       max_tokens, float(temperature))
+
+
+def message_text(content: Any, where: str) -> str:
+    """A message's text: its ``content`` string, or its content parts' texts joined by newlines (as vLLM's
+    OpenAI server joins them). OpenAI's clients send parts (``[{"type": "text", "text": ...}]``) for some
+    calls; only text parts can be read by these backends, so any other part (an image, audio, a file) is a
+    400 that names it rather than being silently dropped."""
+    if isinstance(content, str):
+        parts = [content]
+    elif isinstance(content, list) and content:
+        parts = []
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text":
+                raise BadRequest(f"{where}[{j}] is a {kind!r:.40} part; this server reads only text parts "
+                                 '({"type": "text", "text": ...})')
+            if not isinstance(part.get("text"), str):
+                raise BadRequest(f"{where}[{j}].text must be a string")
+            parts.append(part["text"])
+    else:
+        raise BadRequest(f"{where} must be a string or a non-empty list of text parts")
+    for j, text in enumerate(parts):
+        serving.check_text(text, where if isinstance(content, str) else f"{where}[{j}].text")
+    return "\n".join(parts)
 
 
 def completion_body(model: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, Any]:

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from s3ray.train.distributed import is_fsdp, offload_to_cpu
-from s3ray.train.policy import unwrap
+from s3ray.train.policy import export_pretrained, hf_state_dict, load_policy, unwrap
 from s3ray.train.update import Learner
+
+if TYPE_CHECKING:
+    from s3ray.config import PolicyConfig, S3Config
+
+log = logging.getLogger(__name__)
 
 _FSDP_PREFIX = "_fsdp_wrapped_module."
 
@@ -189,3 +195,31 @@ def load_sharded(directory: Path, learner: Learner) -> dict[str, Any]:
         scheduler.load_state_dict(saved)
     set_rng_state(host["rng"])
     return json.loads((directory / "state.json").read_text())
+def export_checkpoint(directory: Path, policy_cfg: PolicyConfig, out_dir: Path) -> Path:
+    """A kept checkpoint as a Hugging Face model folder (LoRA merged): its trainable weights loaded onto the
+    weights they were trained from (the checkpoint's ``init_model_dir``), written by :func:`export_pretrained`."""
+    meta = json.loads((directory / "state.json").read_text())
+    base = Path(meta["init_model_dir"])
+    if not base.is_dir():
+        raise FileNotFoundError(f"{directory} was trained from {base}, which is gone: it cannot be exported")
+    actor = load_policy(base, policy_cfg)
+    _load_model_state(actor, torch.load(directory / "learner.pt", weights_only=False)["actor"])
+    return export_pretrained(hf_state_dict(actor), base, out_dir)
+
+
+def export_step(cfg: S3Config, step: int | None = None, out_dir: Path | None = None) -> Path:
+    """``s3ray export [--step N] [--out DIR]``: export a kept checkpoint of the run (default: the last one)
+    to ``out_dir`` (default: ``train.dir/export_step_N``)."""
+    from s3ray.train.identity import checkpoint_path, checkpoints_dir, kept_steps
+
+    kept = kept_steps(cfg)
+    if not kept:
+        raise FileNotFoundError(f"no checkpoint under {checkpoints_dir(cfg)}: train first (`s3ray train`)")
+    step = kept[-1] if step is None else step
+    if step not in kept:
+        raise ValueError(f"no checkpoint of step {step}; kept: {', '.join(map(str, kept))} "
+                         "(train.checkpoints_to_keep and train.checkpoint_every decide which)")
+    out = export_checkpoint(checkpoint_path(cfg, step), cfg.policy,
+                            out_dir or Path(cfg.train.dir) / f"export_step_{step:06d}")
+    log.info("exported step %d to %s", step, out)
+    return out

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "identity.json"
 RUN_ARTIFACTS = ("warm_start", "ray_train")  # what a re-run would otherwise resume from
 IGNORED_SECTIONS = ("name", "paths", "cluster", "serve", "tracking", "inference", "evaluation", "demo")
-IGNORED_TRAIN = ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir")
+IGNORED_TRAIN = ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir",
+                 "resume", "log_episodes", "eval_every", "eval_questions")
 
 
 def training_identity(cfg: S3Config) -> dict[str, Any]:
@@ -59,8 +60,7 @@ def claim_train_dir(cfg: S3Config) -> Path | None:
     present = [name for name in RUN_ARTIFACTS if (train_dir / name).exists()]
     moved_to = None
     if present and recorded != identity:
-        moved_to = train_dir / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        moved_to.mkdir(parents=True)
+        moved_to = superseded_dir(train_dir)
         for name in present:
             (train_dir / name).rename(moved_to / name)
         if recorded is not None:
@@ -71,3 +71,52 @@ def claim_train_dir(cfg: S3Config) -> Path | None:
                     why, moved_to)
     path.write_text(json.dumps(identity, indent=1))
     return moved_to
+
+
+def superseded_dir(train_dir: Path) -> Path:
+    """A new, empty ``train_dir/superseded/<time>/`` for a run's artifacts that are moved aside."""
+    path = train_dir / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path.mkdir(parents=True)
+    return path
+
+
+def checkpoints_dir(cfg: S3Config) -> Path:
+    """Where Ray Train keeps this run's checkpoints (``step_NNNNNN`` folders; the run name keys resume)."""
+    from s3ray.tracking import run_name
+
+    return Path(cfg.train.dir) / "ray_train" / run_name(cfg, "train")
+
+
+def checkpoint_path(cfg: S3Config, step: int) -> Path:
+    return checkpoints_dir(cfg) / f"step_{step:06d}"
+
+
+def kept_steps(cfg: S3Config) -> list[int]:
+    """The steps whose checkpoints are on disk (complete: with their state.json), in order."""
+    folder = checkpoints_dir(cfg)
+    return sorted(int(p.name.removeprefix("step_")) for p in folder.glob("step_*") if (p / "state.json").is_file())
+
+
+def apply_resume_choice(cfg: S3Config) -> Path | None:
+    """Apply ``train.resume`` before the trainer starts. Returns the checkpoint folder to start from, or
+    None: under ``auto`` Ray Train resumes the run's own last checkpoint, if any; under ``never`` and with
+    a path the run's own checkpoints are moved to ``train.dir/superseded`` first (Ray Train would
+    otherwise resume the latest of them), and a chosen folder among them is followed there."""
+    choice = cfg.train.resume
+    if choice == "auto":
+        return None
+    chosen = None
+    if choice != "never":
+        chosen = Path(choice).expanduser().resolve()
+        if not (chosen / "state.json").is_file() or not (chosen / "learner.pt").is_file():
+            raise ValueError(f"train.resume={choice!r} is not a checkpoint folder (state.json and learner.pt); "
+                             "use auto, never or a step_N folder under train.dir/ray_train")
+    own = checkpoints_dir(cfg)
+    if own.exists():
+        moved = superseded_dir(Path(cfg.train.dir)) / "ray_train" / own.name
+        moved.parent.mkdir()
+        own.rename(moved)
+        log.info("train.resume=%s: moved this run's checkpoints to %s", choice, moved)
+        if chosen is not None and chosen.is_relative_to(own.resolve()):
+            chosen = moved / chosen.relative_to(own.resolve())
+    return chosen

@@ -51,3 +51,33 @@ class StepClock:
                 "update_s": update_s, "weight_sync_s": self.seconds.get("publish", 0.0),
                 "train_tokens_per_s": train_tokens / max(update_s, 1e-9),
                 "rollout_tokens_per_s": rollout_tokens / max(rollout_s, 1e-9)}
+
+
+EPISODE_COLUMNS = ("pick", "question", "queries", "selected_titles", "context_docs", "context_chars", "genacc",
+                   "rag_acc", "reward")
+
+
+def episode_table(episodes: list[Episode], size: int) -> dict[str, list]:
+    """Up to ``size`` episodes as MLflow table columns: the best and the worst by reward first (a collapse
+    shows as the two converging), then the batch's first others. ``queries``: each search turn's query;
+    ``selected_titles``: the context's docs the searcher added beyond naive RAG's turn-0 docs."""
+    if size < 1 or not episodes:
+        return {name: [] for name in EPISODE_COLUMNS}
+    ranked = sorted(range(len(episodes)), key=lambda i: float(episodes[i].reward or 0.0))
+    picks = {ranked[-1]: "best"}
+    picks.setdefault(ranked[0], "worst")
+    for i in range(len(episodes)):
+        if len(picks) >= size:
+            break
+        picks.setdefault(i, "sample")
+    columns: dict[str, list] = {name: [] for name in EPISODE_COLUMNS}
+    for i, pick in list(picks.items())[:size]:
+        ep = episodes[i]
+        initial = {d.id for d in ep.initial_docs}
+        row = {"pick": pick, "question": ep.question, "queries": " | ".join(ep.queries),
+               "selected_titles": " | ".join(d.title for d in ep.context if d.id not in initial),
+               "context_docs": len(ep.context), "context_chars": sum(len(d.text) for d in ep.context),
+               "genacc": ep.acc_s3, "rag_acc": ep.acc_rag, "reward": ep.reward}
+        for name in EPISODE_COLUMNS:
+            columns[name].append(row[name])
+    return columns

@@ -37,8 +37,9 @@ from s3ray.config import S3Config, config_from_dict
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
 from s3ray.train.batch import collate_episodes
+from s3ray.train.identity import checkpoint_path
 from s3ray.train.policy import export_pretrained
-from s3ray.train.step_metrics import StepClock, episode_metrics
+from s3ray.train.step_metrics import StepClock, episode_metrics, episode_table
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
 from s3ray.types import Question
 
@@ -81,6 +82,7 @@ def publish(learner: Learner, weights: WeightSync, version: int) -> None:
 
 def train_loop(config: dict[str, Any]) -> None:
     """The Ray Train worker function (every rank runs it)."""
+    import mlflow
     import ray
     import ray.train
     import ray.train.torch
@@ -93,6 +95,7 @@ def train_loop(config: dict[str, Any]) -> None:
     pool = config["pool"]
     model_dir = Path(config["init_model_dir"])
     questions: list[dict] = ray.get(config["questions"][0])
+    dev_questions: list[dict] = config["dev_questions"]
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
     samples = tc.samples_per_question
@@ -101,7 +104,9 @@ def train_loop(config: dict[str, Any]) -> None:
 
     learner = build_learner(model_dir, cfg.policy, tc, device)
     start_step, run_id = 0, None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = ray.train.get_checkpoint()  # this run's own last one (a worker-group restart) comes first
+    if ckpt is None and config["resume_from"]:
+        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])  # train.resume=<path>
     if ckpt is not None:
         with ckpt.as_directory() as ckpt_dir:
             meta = checkpoint.load(Path(ckpt_dir), learner)
@@ -127,6 +132,8 @@ def train_loop(config: dict[str, Any]) -> None:
                     episodes = ray.get(pool.run.remote(step_questions, samples_per_question=samples,
                                                        with_reward=True))
                 stats = episode_metrics(episodes)
+                if tc.log_episodes:
+                    mlflow.log_table(episode_table(episodes, tc.log_episodes), f"episodes/step_{step:06d}.json")
                 question_ids = [str(q["id"]) for q in step_questions]
                 shards = [shard_episodes(episodes, question_ids, r, world, samples) for r in range(world)]
             shard = distributed.scatter(shards)
@@ -140,14 +147,29 @@ def train_loop(config: dict[str, Any]) -> None:
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,
                        **clock.metrics(tokens.item(), stats.get("response_tokens", 0.0) * num_episodes)}
-            report(step, metrics, learner, run_id, cfg)
+            if rank == 0 and dev_questions and is_eval_step(step, tc.eval_every, tc.steps):
+                metrics.update(dev_metrics(ray.get(pool.run.remote(dev_questions, greedy=True, with_reward=True))))
+            report(step, metrics, learner, run_id, cfg, model_dir)
         final_state = distributed.hf_full_state(learner.actor)  # collective under FSDP; None off rank 0
         if rank == 0:
             finish(cfg, final_state, model_dir, run_id)
 
 
-def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config) -> None:
-    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps with a checkpoint."""
+def is_eval_step(step: int, eval_every: int, steps: int) -> bool:
+    """Dev evaluation runs every ``eval_every`` steps and at the last one (never when ``eval_every`` is 0)."""
+    return eval_every > 0 and (step % eval_every == 0 or step == steps)
+
+
+def dev_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """The dev slice's GenAcc with s3's context and its Gain Beyond RAG (the reward), means over questions."""
+    stats = episode_metrics(episodes)
+    return {"dev_genacc": stats["genacc"], "dev_gbr": stats["reward"]}
+
+
+def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config,
+           model_dir: Path) -> None:
+    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps with a checkpoint, which the
+    MLflow run links by a tag (``s3ray.checkpoint.step_N``: its folder, for ``s3ray export --step N``)."""
     import mlflow
     import ray.train
     from ray.train import Checkpoint
@@ -162,6 +184,8 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
                  metrics.get("logprob_gap", nan), metrics["policy_loss"], metrics["entropy"],
                  metrics["clip_fraction"], metrics["step_s"], metrics["rollout_wait_s"],
                  metrics.get("old_logprobs_s", 0.0), metrics.get("ref_logprobs_s", 0.0), metrics["update_s"])
+        if "dev_genacc" in metrics:
+            log.info("step %d/%d: dev GenAcc %.3f GBR %.3f", step, tc.steps, metrics["dev_genacc"], metrics["dev_gbr"])
     if step % tc.checkpoint_every and step != tc.steps:
         ray.train.report(metrics)
         return
@@ -171,11 +195,13 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
         return
     tmp = Path(tempfile.mkdtemp(prefix="s3ray-ckpt-"))
     try:
+        # init_model_dir: the weights the trainable ones apply to (the warm start's or the base model's)
         checkpoint.save(tmp, state, {"step": step, "data_position": step * tc.batch_size, "mlflow_run_id": run_id,
-                                     "algorithm": tc.algorithm})
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)),
-                         checkpoint_dir_name=f"step_{step:06d}")
-        log.info("checkpoint at step %d", step)
+                                     "algorithm": tc.algorithm, "init_model_dir": str(model_dir)})
+        kept = checkpoint_path(cfg, step)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=kept.name)
+        mlflow.set_tag(f"s3ray.checkpoint.{kept.name}", str(kept))
+        log.info("checkpoint at step %d: %s", step, kept)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -225,8 +251,19 @@ def _check_services(cfg: S3Config) -> None:
                            "that serves only POST /retrieve")
 
 
-def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path):
-    """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result."""
+def dev_questions(cfg: S3Config) -> list[Question]:
+    """The fixed dev slice of the evaluation during training (none when it is off)."""
+    if not cfg.train.eval_every:
+        return []
+    from s3ray.data.qa import load_datasets
+
+    return load_datasets(cfg.data.dev)[:cfg.train.eval_questions]
+
+
+def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: Path,
+                resume_from: Path | None = None):
+    """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result.
+    ``resume_from``: a checkpoint folder to start from when the run has none of its own."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -239,7 +276,9 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
                            "questions": [ray.put([q.to_dict() for q in questions])],
-                           "tags": tracking.ray_job_tags()},
+                           "tags": tracking.ray_job_tags(),
+                           "resume_from": str(resume_from) if resume_from else None,
+                           "dev_questions": [q.to_dict() for q in dev_questions(cfg)]},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo", timeout_s=tc.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),
@@ -274,7 +313,7 @@ def train(cfg: S3Config) -> Path:
     from s3ray.cluster import init_ray
     from s3ray.ragcache.cache import training_questions
     from s3ray.rollout.pool import create_pool
-    from s3ray.train.identity import claim_train_dir
+    from s3ray.train.identity import apply_resume_choice, claim_train_dir
     from s3ray.train.memory_plan import check_memory_plan
 
     tc = cfg.train
@@ -291,6 +330,7 @@ def train(cfg: S3Config) -> Path:
                            f"train.batch_size={tc.batch_size}: lower the batch size or add questions")
     log.info("training on %d questions (naive-RAG-answered ones filtered out)", len(questions))
     claim_train_dir(cfg)  # a warm start or checkpoints of another config are moved aside, not resumed
+    resume_from = apply_resume_choice(cfg)
     pool = create_pool(cfg, model_dir)
     try:
         init_dir = model_dir
@@ -300,7 +340,7 @@ def train(cfg: S3Config) -> Path:
             warm, questions = warm_start_questions(questions, cfg)
             init_dir = warm_start(cfg, pool, warm, model_dir)
             log.info("RL on %d questions", len(questions))
-        run_trainer(cfg, pool, questions, init_dir)
+        run_trainer(cfg, pool, questions, init_dir, resume_from)
     finally:
         ray.kill(pool)
     log.info("training done: %s", tc.export_dir)

@@ -44,6 +44,19 @@ def test_parse_chat_request_refuses_what_it_cannot_serve(body, status, reason):
     assert parse_chat_request({"model": "m", "messages": USER, "stream": False}, "m").messages == USER
 
 
+def test_parse_chat_request_reads_text_parts_and_names_other_parts():
+    parts = {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]}
+    assert parse_chat_request({"messages": [parts]}).messages == [{"role": "user", "content": "hi\nthere"}]
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    for content, reason in [([{"type": "text", "text": "a"}, image], r"content\[1\] is a 'image_url' part"),
+                            ([], "non-empty list of text parts"), (None, "string or a non-empty list"),
+                            ([{"type": "text", "text": 3}], r"content\[0\]\.text must be a string"),
+                            ([{"type": "text", "text": "\ud800"}], r"content\[0\]\.text .*surrogate")]:
+        with pytest.raises(BadRequest, match=reason) as err:
+            parse_chat_request({"messages": [{"role": "user", "content": content}]})
+        assert err.value.status == 400
+
+
 def test_reader_check_names_the_expected_prompt_form():
     bad = [{"role": "system", "content": f"{prompts.CONTEXT_START}\nnot a doc\n{prompts.CONTEXT_END}"}, *USER]
     with pytest.raises(BadRequest, match=r"Doc i \(Title: T\) text"):
@@ -69,12 +82,43 @@ def test_hf_backend_greedy_batches_match_single_requests(tiny_model_dir):
     assert batched[0].prompt_tokens < batched[1].prompt_tokens and 1 <= batched[1].completion_tokens <= 3
 
 
-@pytest.mark.parametrize("backend", ["reader", "hf", "vllm"])
+@pytest.mark.parametrize("backend", ["reader", "hf"])
 def test_serve_configs_name_the_builder(backend):
     config = yaml.safe_load((REPO / "serve_configs" / f"generator_{backend}.yaml").read_text())
     [app] = config["applications"]
     assert app["import_path"] == "s3ray.generation.service:app_builder" and app["route_prefix"] == "/"
     assert f"generator.backend={backend}" in app["args"]["overrides"]
+
+
+def test_vllm_serve_config_is_generated_from_the_preset(capsys):
+    """The checked-in vLLM YAML is `s3ray serve-config`'s output: it names the preset instead of copying
+    its settings, so the generator it builds is exactly the preset's."""
+    from s3ray.cli import main
+    from s3ray.config import load_config
+
+    assert main(["serve-config", "--config", "s3_8_3_3", "--app", "generator"]) == 0
+    generated = capsys.readouterr().out
+    assert (REPO / "serve_configs" / "generator_vllm.yaml").read_text() == generated
+    [app] = yaml.safe_load(generated)["applications"]
+    assert app["import_path"] == "s3ray.generation.service:app_builder" and app["name"] == "generator"
+    preset = load_config("s3_8_3_3")
+    built = load_config(app["args"]["config"], app["args"]["overrides"])
+    assert built.generator == preset.generator and built.generator.backend == "vllm"
+
+
+def test_serve_config_carries_overrides_and_both_apps(capsys):
+    from s3ray.cli import main
+    from s3ray.config import load_config
+
+    assert main(["serve-config", "--config", "demo_cpu", "serve.port=9123", "generator.num_replicas=2"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 9123}
+    retriever, generator = config["applications"]
+    assert (retriever["route_prefix"], generator["route_prefix"]) == ("/retrieve", "/")
+    assert load_config(generator["args"]["config"], generator["args"]["overrides"]).generator.num_replicas == 2
+    assert main(["serve-config", "--config", "demo_cpu", "generator.backend=openai",
+                 "generator.base_url=http://x/v1"]) == 2
+    assert "external endpoint" in capsys.readouterr().err
 
 
 def test_reader_serve_config_builds_an_app():
@@ -156,3 +200,26 @@ def test_reader_app_reads_another_prompt_template_and_reports_usage(services):
     assert usage["prompt_tokens"] == sum(len(m["content"].split()) for m in messages)
     assert usage["completion_tokens"] == len(answer.split()) > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+@pytest.mark.ray
+def test_official_openai_client_chats_and_gets_openai_errors(services):
+    """The official client (it sends content parts for some calls) against the running service."""
+    openai = pytest.importorskip("openai")
+    gen = services.generator
+    client = openai.OpenAI(base_url=gen.base_url, api_key="unused", max_retries=0, timeout=60)
+    docs = [Doc("1", "Eiffel Tower", "The tower is 330 metres tall.")]
+    [system, user] = prompts.answer_messages("How tall is the Eiffel Tower?", docs)
+    as_parts = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in (system, user)]
+    for messages in ([system, user], as_parts):
+        reply = client.chat.completions.create(model=gen.model, messages=messages, temperature=0)
+        assert "330 metres" in reply.choices[0].message.content and reply.usage.total_tokens > 0
+    with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
+        client.chat.completions.create(model="no-such-model", messages=[user])
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\]\.role"):
+        client.chat.completions.create(model=gen.model, messages=[{"role": "wizard", "content": "x"}])
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with pytest.raises(openai.BadRequestError, match="only text parts"):
+        client.chat.completions.create(model=gen.model, messages=[{"role": "user", "content": [image]}])
+    assert [m.id for m in client.models.list()] == [gen.model]

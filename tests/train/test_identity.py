@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from s3ray.config import load_config
 from s3ray.train.identity import IDENTITY_FILE, changed_keys, claim_train_dir
 
@@ -51,3 +53,37 @@ def test_changed_keys_walks_nested_sections():
     old = {"train": {"lr": 1, "ws": {"epochs": 2}}, "agent": {"k": 3}}
     new = {"train": {"lr": 1, "ws": {"epochs": 4}}, "agent": {"k": 3, "cap": 1}}
     assert changed_keys(old, new) == ["agent.cap", "train.ws.epochs"]
+
+
+def make_checkpoints(cfg, steps):
+    from s3ray.train.identity import checkpoint_path
+
+    for step in steps:
+        folder = checkpoint_path(cfg, step)
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps({"step": step}))
+        (folder / "learner.pt").write_text("weights")
+
+
+def test_resume_auto_keeps_never_moves_aside_and_a_path_is_followed(tmp_path):
+    from s3ray.train.identity import apply_resume_choice, checkpoint_path, checkpoints_dir, kept_steps
+
+    def cfg_with(resume):
+        return load_config("test", [f"paths.work_dir={tmp_path}", f"train.resume={resume}"])
+
+    make_checkpoints(cfg_with("auto"), [2, 4])
+    (checkpoints_dir(cfg_with("auto")) / "step_000006").mkdir()  # an unfinished one (no state.json)
+    assert apply_resume_choice(cfg_with("auto")) is None and kept_steps(cfg_with("auto")) == [2, 4]
+
+    assert apply_resume_choice(cfg_with("never")) is None
+    assert kept_steps(cfg_with("auto")) == []  # Ray Train finds nothing to resume
+    [old] = (tmp_path / "train" / "superseded").iterdir()
+    assert json.loads((old / "ray_train" / "test-train" / "step_000004" / "state.json").read_text()) \
+        == {"step": 4}
+
+    # A step of this run's own checkpoints: they are moved aside, and the chosen one is followed there.
+    make_checkpoints(cfg_with("auto"), [8, 10])
+    chosen = apply_resume_choice(cfg_with(checkpoint_path(cfg_with("auto"), 8)))
+    assert json.loads((chosen / "state.json").read_text()) == {"step": 8} and kept_steps(cfg_with("auto")) == []
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        apply_resume_choice(cfg_with(tmp_path / "nowhere"))
