@@ -15,13 +15,11 @@ file is found through the package's installed-files record.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from s3ray.model_folders import build_once
 
 log = logging.getLogger(__name__)
 
@@ -110,34 +108,18 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 
 def ensure_bundled_model(model: str, work_dir: Path) -> Path:
-    """Convert ``bundled:<name>`` once into ``<work_dir>/models/<name>`` and return the folder.
-
-    Safe to interrupt and to race: the conversion is written to a temporary folder beside the target
-    and renamed into place with its provenance (package, version, the GGUF's sha256) last.
-    """
+    """Convert ``bundled:<name>`` once into ``<work_dir>/models/<name>`` and return the folder: atomically
+    (:func:`s3ray.model_folders.build_once`), its provenance (package, version, the GGUF's sha256) last."""
     name, spec = bundled_spec(model)
-    out_dir = bundled_model_dir(model, work_dir)
-    if (out_dir / PROVENANCE).exists():
-        return out_dir
-    gguf = gguf_file(spec)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))
-    try:
-        log.info("converting %s (%s %s) into %s", gguf.name, spec.package, spec.version, out_dir)
+
+    def convert(tmp: Path) -> dict:
+        gguf = gguf_file(spec)
+        log.info("converting %s (%s %s) into %s", gguf.name, spec.package, spec.version, tmp.parent / name)
         convert_gguf(gguf, tmp)
-        provenance = {"model": model, "package": spec.package, "version": spec.version, "file": spec.file,
-                      "sha256": _sha256(gguf)}
-        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2))
-        if out_dir.exists() and not (out_dir / PROVENANCE).exists():
-            shutil.rmtree(out_dir)  # an older unfinished folder; ours replaces it
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:  # another process finished first; theirs is as good as ours
-            if not (out_dir / PROVENANCE).exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        return {"model": model, "package": spec.package, "version": spec.version, "file": spec.file,
+                "sha256": _sha256(gguf)}
+
+    return build_once(bundled_model_dir(model, work_dir), PROVENANCE, convert)
 
 
 def resolve_model(model: str, work_dir: Path) -> str:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from s3ray.config import TinyModelConfig
+from s3ray.model_folders import build_once
 
 # The s3 tags become single tokens, so a stop on "</query>" is a stop on one id.
 S3_TAGS = (
@@ -168,13 +166,8 @@ def pretrain_copying(model, examples: list[tuple[list[int], list[int]]], steps: 
 
 
 def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) -> Path:
-    """Build the tiny searcher once at ``out_dir`` (atomic: concurrent callers never see half a folder)."""
-    out_dir = Path(out_dir)
-    if (out_dir / _DONE_MARKER).exists():
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
-    try:
+    """Build the tiny searcher once at ``out_dir`` (atomic: :func:`s3ray.model_folders.build_once`)."""
+    def build(tmp: Path) -> dict:
         corpus = list(corpus_texts(corpus_path))  # read once: the tokenizer and the copy examples
         texts = [*corpus, *searcher_format_texts()]
         tokenizer = build_tokenizer(texts, cfg.vocab_size)
@@ -189,12 +182,6 @@ def ensure_tiny_model(out_dir: Path, corpus_path: Path, cfg: TinyModelConfig) ->
                      losses[0], sum(losses[-20:]) / len(losses[-20:]))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / _DONE_MARKER).write_text(json.dumps(cfg.model_dump() | {"corpus": str(corpus_path)}))
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:  # another process finished first; theirs is as good as ours
-            if not (out_dir / _DONE_MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        return cfg.model_dump() | {"corpus": str(corpus_path)}
+
+    return build_once(out_dir, _DONE_MARKER, build)
