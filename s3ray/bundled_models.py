@@ -121,8 +121,3 @@ def ensure_bundled_model(model: str, work_dir: Path) -> Path:
 
     return build_once(bundled_model_dir(model, work_dir), PROVENANCE, convert)
 
-
-def resolve_model(model: str, work_dir: Path) -> str:
-    """A model name as transformers or vLLM load it: ``bundled:<name>`` becomes its converted folder
-    (converted now if needed); any other name (a folder, a hub id) is returned as it is."""
-    return str(ensure_bundled_model(model, work_dir)) if is_bundled(model) else model

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from s3ray import serving
-from s3ray.bundled_models import is_bundled, resolve_model
+from s3ray.bundled_models import ensure_bundled_model, is_bundled
 from s3ray.config import GeneratorConfig, S3Config
 from s3ray.serving import BadRequest
 
@@ -265,7 +265,7 @@ def _local_model(gen: GeneratorConfig, work_dir: Path) -> GeneratorConfig:
     still served under the name the config gave it."""
     if not is_bundled(gen.model):
         return gen
-    return gen.model_copy(update={"model": resolve_model(gen.model, work_dir),
+    return gen.model_copy(update={"model": str(ensure_bundled_model(gen.model, work_dir)),
                                   "served_model_name": gen.served_model_name or gen.model})
 
 
