@@ -456,6 +456,12 @@ class TrainConfig(Section):
                              "each rank trains on an equal share of the questions")
         if self.algorithm == "grpo" and self.grpo_group_size < 2:
             raise ValueError("GRPO needs train.grpo_group_size >= 2 (a group of one has no baseline)")
+        if self.fsdp_cpu_offload and self.use_gpu and self.strategy == "fsdp" and world < 2:
+            # torch's FSDP runs NO_SHARD on one rank and never frees a gathered unit there: every offloaded
+            # weight comes back to the GPU at its first pass and stays (make gpu-check measured 44 GiB for
+            # a 1.5B actor + critic that the GPU-states run needed 55 GiB for, not the planned ~20).
+            raise ValueError("train.fsdp_cpu_offload needs train.num_workers >= 2: with one rank FSDP runs "
+                             "NO_SHARD, which keeps every gathered unit on the GPU, so offloading saves little")
         if self.logp_old == "rollout" and self.ppo_epochs != 1:
             raise ValueError("train.logp_old=rollout needs train.ppo_epochs=1: a second epoch's ratio must be "
                              "taken against the weights before the first, which only a recompute gives")

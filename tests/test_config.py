@@ -109,6 +109,8 @@ def test_override_text_that_looks_like_a_mapping_stays_a_string():
     (["train.num_workers=4", "train.batch_size=6"], "divisible"),
     (["train.algorithm=grpo", "train.grpo_group_size=1"], "grpo_group_size >= 2"),
     (["train.micro_batch_size=0"], "greater than or equal to 1"),
+    (["train.use_gpu=true", "train.strategy=fsdp", "train.num_workers=1", "train.fsdp_cpu_offload=true"],
+     "fsdp_cpu_offload needs train.num_workers >= 2"),
 ])
 def test_train_shapes_are_checked_when_the_config_is_built(overrides, match):
     with pytest.raises(ValueError, match=match):

@@ -15,7 +15,7 @@ from torch import nn
 from s3ray.train.batch import TokenBatch
 from s3ray.train.losses import entropy_from_logits
 
-if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+if TYPE_CHECKING:  # annotations only: an update needs no config tree
     from s3ray.config import PolicyConfig
 
 log = logging.getLogger(__name__)

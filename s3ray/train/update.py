@@ -31,7 +31,7 @@ from s3ray.train.batch import TokenBatch
 from s3ray.train.policy import Critic, autocast, load_policy, load_reference, token_logprobs
 from s3ray.train.schedule import per_update_factor, verl_factor
 
-if TYPE_CHECKING:  # the GPU check imports this module without pydantic
+if TYPE_CHECKING:  # annotations only: an update needs no config tree
     from s3ray.config import PolicyConfig, TrainConfig
 
 
@@ -50,7 +50,9 @@ class Learner:
 
     @property
     def device(self) -> torch.device:
-        return next(self.actor.parameters()).device
+        """Where the passes run. Under FSDP that is its compute device: with ``train.fsdp_cpu_offload`` the
+        actor's parameters sit on the CPU between passes, and a batch sent there meets the GPU reference."""
+        return getattr(self.actor, "compute_device", None) or next(self.actor.parameters()).device
 
 
 def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, device: torch.device) -> Learner:

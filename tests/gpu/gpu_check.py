@@ -1,14 +1,19 @@
 """``make gpu-check``: the trainer's GPU path on one GPU, with torch and transformers only.
 
-No Ray, vLLM, MLflow or pydantic: importing any of them fails this script (they are blocked below), so
-what runs here runs on a bare GPU machine. Checks, each printing PASS or FAIL:
+No Ray, vLLM or MLflow: importing any of them fails this script (they are blocked below), so what runs
+here runs on a bare GPU machine with torch, transformers, pyyaml and pydantic (the config tree; carry its
+wheels where it is missing). Checks, each printing PASS or FAIL:
 
 1. mixed-precision FSDP (one rank, nccl): fp32 master weights, bf16 compute, per-decoder-layer units;
    one AdamW step at lr 1e-6 changes the weights (a bf16 copy of them would mostly not change);
 2. chunked log-probs and entropy at a Qwen2-7B-shaped vocabulary (152064, hidden 3584) over 4k tokens:
    equal to the unchunked computation, with the peak memory of both (forward + backward) reported;
 3. ``HFEngine`` on the GPU, loaded with the FSDP-gathered weights (the publish path): its sampled tokens'
-   log-probs match the trainer's ``token_logprobs`` within 1e-3.
+   log-probs match the trainer's ``token_logprobs`` within 1e-3;
+4. the memory plan against a measurement: ``s3_8_3_3``'s trainer (actor + critic + reference, FSDP, its
+   micro-batch and 8000-token episodes) built by ``build_learner`` from a random-weight Qwen2.5-1.5B-shaped
+   model on one rank, one PPO update run, and the peak GPU memory compared with ``memory_plan.plan`` for
+   the same config (within 15%), fp32 states on the GPU (one rank cannot shard or offload them).
 
 Exits non-zero if any check fails. ``--device cpu --small`` runs the same code on CPU (gloo, smaller
 shapes) to try the script without a GPU.
@@ -24,10 +29,11 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BLOCKED = ("ray", "vllm", "mlflow", "pydantic")
+BLOCKED = ("ray", "vllm", "mlflow")
 BLOCKED_IMPORTS: list[str] = []
 
 
@@ -61,6 +67,12 @@ from s3ray.train.batch import collate_episodes  # noqa: E402
 from s3ray.train.policy import token_logprobs  # noqa: E402
 
 RESULTS: list[tuple[str, bool, str]] = []
+
+
+def _own_frame(err: BaseException) -> str:
+    """The innermost frame of this repository's code in ``err``'s traceback: where a failed check broke."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.startswith(OWN_CODE)]
+    return f"{frames[-1].filename}:{frames[-1].lineno} {frames[-1].name}" if frames else "outside this repository"
 
 
 def report(name: str, ok: bool, detail: str) -> None:
@@ -223,6 +235,95 @@ def check_hf_engine(device: torch.device, state: dict[str, torch.Tensor], small:
            f"{tokens} sampled tokens on {engine.device}: max |engine - trainer| logprob {gap:.2e} (limit 1e-3)")
 
 
+# Qwen2.5-1.5B's shapes (its config.json): the largest Qwen2 whose actor + critic fp32 states fit one
+# H100/H200 unsharded, so one rank measures every line of the plan at the preset's sequence shapes.
+QWEN2_5_1_5B = dict(vocab=151936, hidden=1536, layers=28, intermediate=8960, heads=12, kv_heads=2, tied=True)
+SMALL_QWEN2 = dict(vocab=512, hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, tied=True)
+
+
+def _random_model_dir(out: Path, shape: dict, device: torch.device) -> None:
+    """A random-weight Qwen2 folder (bf16 safetensors), initialised on the device: minutes faster than CPU."""
+    with torch.device(device):
+        model = qwen2(**shape)
+    model.config.max_position_embeddings = 32768
+    model.to(torch.bfloat16).save_pretrained(out)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measured_update(cfg, model_dir: Path, vocab: int, device: torch.device) -> dict[str, float]:
+    """GiB: peak allocated in each phase (building the learner; old/reference log-probs and values; the PPO
+    update) of one rank's share of a mini-batch (2 micro-batches of ``micro_batch_size`` episodes, lengths
+    up to ``agent.max_total_tokens``, padded), the peak reserved over all, and the CUDA context (device
+    memory in use beyond torch's reserve)."""
+    from s3ray.train.update import build_learner, num_minibatches, ppo_epochs, prepare_batch
+
+    tc, longest = cfg.train, cfg.agent.max_total_tokens
+    n, prompt = 2 * tc.micro_batch_size, longest // 5
+    eps = [episodes(vocab, 1, prompt, longest - prompt - i * longest // (4 * n), seed=i)[0] for i in range(n)]
+    for i, ep in enumerate(eps):
+        ep.question_id, ep.reward = f"q{i}", float(i % 2)  # a spread of rewards: non-zero advantages
+    cuda = device.type == "cuda"
+    peaks: dict[str, float] = {}
+    reserved: list[float] = []
+
+    def phase(name: str, fn):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+            peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+            reserved.append(torch.cuda.max_memory_reserved() / 2**30)
+        return out
+
+    if cuda:
+        torch.cuda.empty_cache()
+    learner = phase("build", lambda: build_learner(model_dir, cfg.policy, tc, device))
+    prepared, _ = phase("prepare", lambda: prepare_batch(collate_episodes(eps, pad_id=0), learner, tc))
+    phase("update", lambda: ppo_epochs(prepared, learner, tc, num_minibatches(n, tc)))
+    if not cuda:
+        return peaks
+    free, total = torch.cuda.mem_get_info()
+    peaks |= {"allocated": max(peaks.values()), "reserved": max(reserved),
+              "context": (total - free - torch.cuda.memory_reserved()) / 2**30}
+    return peaks  # the learner goes with this frame: the next call's empty_cache returns its memory
+
+
+def check_memory_plan(device: torch.device, small: bool) -> None:
+    from s3ray.config import load_config
+    from s3ray.train.memory_plan import model_shapes, plan
+
+    shape = SMALL_QWEN2 if small else QWEN2_5_1_5B
+    with tempfile.TemporaryDirectory() as tmp:
+        _random_model_dir(Path(tmp), shape, device)
+        # The fp32 states on the GPU: one rank holds them whole, as the plan says for one rank. Their
+        # offloaded variant needs >= 2 ranks (config validation says why), more than this machine has.
+        overrides = [f"policy.model={tmp}", "train.num_workers=1", "train.fsdp_cpu_offload=false",
+                     "train.gpu_memory_gb=null"] + (["agent.max_total_tokens=512", "train.micro_batch_size=2",
+                                                     "train.logprob_chunk_tokens=256"] if small else [])
+        cfg = load_config("s3_8_3_3", overrides)
+        predicted = plan(cfg, *model_shapes(tmp))
+        # No vLLM engine here: its transfer buffers are the one line this process cannot hold.
+        expected = (predicted.total - predicted.lines["weight-transfer buffers (rank 0)"]) / 2**30
+        t0 = time.perf_counter()
+        measured = _measured_update(cfg, Path(tmp), shape["vocab"], device)
+        print(f"plan (s3_8_3_3 on 1 rank, this model, GB = 1e9 B):\n{predicted.table()}", flush=True)
+        if device.type != "cuda":
+            report("memory_plan", True, f"update ran in {time.perf_counter() - t0:.1f}s; memory: n/a on CPU")
+            return
+        used = measured["reserved"] + measured["context"]
+        ratio = used / expected
+        report("memory_plan", 0.85 <= ratio <= 1.15,
+               f"measured {used:.2f} GiB (peak reserved {measured['reserved']:.2f} + context "
+               f"{measured['context']:.2f}; peak allocated by phase: build {measured['build']:.2f}, "
+               f"prepare {measured['prepare']:.2f}, update {measured['update']:.2f}) vs plan "
+               f"{expected:.2f} GiB without the transfer buffers: ratio {ratio:.3f} (limit 0.85-1.15); "
+               f"{time.perf_counter() - t0:.0f}s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -251,11 +352,12 @@ def main() -> int:
                 state = None
         for name, check in (("chunked_logprobs", lambda: check_chunked_logprobs(device, args.small)),
                             ("hf_engine", lambda: check_hf_engine(device, state, args.small) if state
-                             else report("hf_engine_matches_trainer", False, "no gathered state from the FSDP check"))):
+                             else report("hf_engine_matches_trainer", False, "no gathered state from the FSDP check")),
+                            ("memory_plan", lambda: check_memory_plan(device, args.small))):
             try:
                 check()
             except Exception as err:
-                report(name, False, f"{type(err).__name__}: {err}")
+                report(name, False, f"{type(err).__name__}: {err} (at {_own_frame(err)})")
     finally:
         dist.destroy_process_group()
     report("imports", not BLOCKED_IMPORTS, f"this repository's code imported none of {BLOCKED}"
