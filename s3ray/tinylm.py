@@ -108,31 +108,47 @@ def build_model(cfg: TinyModelConfig, vocab_size: int, eos_id: int):
 COPY_CUE = '<query>{"query": "who is'  # how a query naming an entity begins (agent/heuristic.py)
 
 
-def copy_examples(texts: Iterable[str], tokenizer, context_tokens: int = 64) -> list[tuple[list[int], list[int]]]:
-    """(passage ids + the query cue, ids of the capitalised words of the passage): what a model that
-    can name an entity from its context may write next. A lone first word is left out (a sentence
+def copy_examples(texts: Iterable[str], tokenizer, context_tokens: int = 64) -> list[tuple[list[int], list[list[int]]]]:
+    """(passage ids + the query cue, the token ids of each capitalised word of the passage): what a model
+    that can name an entity from its context may write next. A lone first word is left out (a sentence
     opener, like the subject the passage is about)."""
     cue = tokenizer.encode(COPY_CUE, add_special_tokens=False)
     out = []
     for text in texts:
         ids = tokenizer.encode(" ".join(text.split()), add_special_tokens=False)[:context_tokens]
-        names = sorted({t for t in ids[1:] if _is_capitalised_word(tokenizer.decode([t]))})
+        names = capitalised_words(ids[1:], tokenizer)
         if names:
             out.append((ids + cue, names))
     return out
 
 
-def _is_capitalised_word(piece: str) -> bool:
-    """A token that starts a capitalised word inside the text (" Temple"), as names do."""
-    return piece.startswith(" ") and piece[1:2].isupper()
+def capitalised_words(ids: list[int], tokenizer) -> list[list[int]]:
+    """The distinct capitalised words of ``ids`` as token runs: a piece starting a capitalised word
+    (" Temple", or a bare " " before "T" where the vocabulary has no " T") and the letters that continue
+    it without a space (a generated name such as " Druparvorx" is several pieces, and most first pieces
+    start many names)."""
+    pieces = [tokenizer.decode([t]) for t in ids]
+    words: list[list[int]] = []
+    current: list[int] | None = None
+    for i, (t, piece) in enumerate(zip(ids, pieces, strict=True)):
+        head = piece[1:] or (pieces[i + 1] if piece == " " and i + 1 < len(pieces) else "")
+        if piece.startswith(" ") and head[:1].isupper():
+            current = [t]
+            words.append(current)
+        elif current is not None and piece.isalpha():
+            current.append(t)
+        else:
+            current = None
+    return [list(w) for w in dict.fromkeys(tuple(w) for w in words)]
 
 
-def pretrain_copying(model, examples: list[tuple[list[int], list[int]]], steps: int, lr: float = 3e-3,
+def pretrain_copying(model, examples: list[tuple[list[int], list[list[int]]]], steps: int, lr: float = 3e-3,
                      batch_size: int = 32, seed: int = 0) -> list[float]:
     """What a real LLM brings from pretraining and a from-scratch tiny model lacks: copying a name from
-    its context. Cross-entropy of the next token against the uniform distribution over the passage's
-    names, on short passages: it teaches *how* to copy a name, never *which* name a task needs (the
-    learning check leaves that to RL). Returns the loss of each step."""
+    its context. After the cue, the first piece is scored against the uniform distribution over the
+    passage's names' first pieces, and the rest of one drawn name against its own pieces: it teaches
+    *how* to copy a whole name, never *which* name a task needs (the learning check leaves that to RL).
+    Returns the mean loss per name piece of each step."""
     import random
 
     import torch
@@ -145,17 +161,26 @@ def pretrain_copying(model, examples: list[tuple[list[int], list[int]]], steps: 
     losses = []
     model.train()
     for _ in range(steps):
-        batch = rng.sample(examples, min(batch_size, len(examples)))
-        width = max(len(ids) for ids, _ in batch)
+        batch = [(ids, names, rng.choice(names)) for ids, names in rng.sample(examples, min(batch_size, len(examples)))]
+        width = max(len(ids) + len(name) - 1 for ids, _, name in batch)
         input_ids = torch.full((len(batch), width), pad)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        target = torch.zeros((len(batch), model.config.vocab_size))
-        for row, (ids, names) in enumerate(batch):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)  # left-padded: the cue ends each row
-            attention[row, width - len(ids):] = 1
-            target[row, names] = 1.0 / len(names)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -1]
-        loss = -(target * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+        first = torch.zeros((len(batch), model.config.vocab_size))  # the uniform target over first pieces
+        rest = torch.full((len(batch), width), -100)  # at t: the drawn name's piece t predicts (-100: none)
+        cue_end = torch.zeros(len(batch), dtype=torch.long)
+        for row, (ids, names, name) in enumerate(batch):
+            seq = ids + name[:-1]  # right-padded: the cue ends at len(ids) - 1, the name follows it
+            input_ids[row, :len(seq)] = torch.tensor(seq)
+            attention[row, :len(seq)] = 1
+            firsts = sorted({n[0] for n in names})
+            first[row, firsts] = 1.0 / len(firsts)
+            cue_end[row] = len(ids) - 1
+            rest[row, len(ids): len(ids) + len(name) - 1] = torch.tensor(name[1:], dtype=torch.long)
+        logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention).logits.float(), -1)
+        first_loss = -(first * logp[torch.arange(len(batch)), cue_end]).sum()
+        scored = rest != -100
+        rest_loss = torch.nn.functional.nll_loss(logp[scored], rest[scored], reduction="sum")
+        loss = (first_loss + rest_loss) / (len(batch) + scored.sum())
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
