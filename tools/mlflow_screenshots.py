@@ -127,6 +127,7 @@ def latest_train_run(client, experiment: str):
 
 def screenshot(chromium: str, url: str, png: Path, budget_ms: int, height: int = HEIGHT) -> str:
     """Save ``url`` as ``png`` once the page settled; returns its rendered DOM."""
+    png.unlink(missing_ok=True)  # an earlier run's screenshot must not pass for this one
     with tempfile.TemporaryDirectory(prefix="s3ray-chromium-") as profile:
         out = subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
