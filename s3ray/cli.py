@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from pathlib import Path
 
 import yaml
 
 from s3ray.config import S3Config, load_config
+from s3ray.progress import show_info_logs
 from s3ray.serving import SERVE_APPS, serve_yaml
 
 # stage name -> (module:function, one-line help). Imported lazily: `s3ray --help` must not load torch.
@@ -69,8 +69,7 @@ def parse_config(argv: list[str]) -> tuple[str, S3Config]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the stage's own log
+    show_info_logs()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         stage, cfg = args.stage, load_config(args.config, args.overrides)

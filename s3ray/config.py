@@ -74,6 +74,9 @@ class TrackingConfig(Section):
     tracking_uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db (absolute: workers run elsewhere)
     experiment: str = "s3ray"
     run_name: str | None = None
+    # Long stages (train steps, rollout batches, precompute, infer, evaluate) log done/total, rate and
+    # ETA at most this often (and at the end): s3ray.progress.
+    progress_every_s: float = Field(15.0, ge=0)
 
 
 # --------------------------------------------------------------------------------------------

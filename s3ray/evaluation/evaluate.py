@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from s3ray.config import GeneratorConfig, S3Config
 from s3ray.inference.base import GatheredContext
 from s3ray.inference.run import context_path
 from s3ray.inference.store import append_records, read_records, write_sorted
+from s3ray.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,16 @@ def unscored(contexts_file: Path, results_file: Path) -> tuple[list[GatheredCont
 
 
 async def evaluate_file(contexts_file: Path, results_file: Path, generator, scorer, gatherer: str,
-                        dataset: str, batch_size: int, style: str = "s3ray") -> int:
-    """Score the contexts of ``contexts_file`` missing from ``results_file``; returns how many were new."""
+                        dataset: str, batch_size: int, style: str = "s3ray", progress_every_s: float = 0.0) -> int:
+    """Score the contexts of ``contexts_file`` missing from ``results_file``; returns how many were new.
+    Progress lines come at most every ``progress_every_s`` seconds (0: after every batch)."""
     todo, done = unscored(contexts_file, results_file)
-    start = time.monotonic()
+    progress = ProgressLog(log, f"evaluate {gatherer}/{dataset}", len(todo), "question", progress_every_s)
     for i in range(0, len(todo), batch_size):
         records = await score_contexts(todo[i:i + batch_size], generator, scorer, gatherer, dataset, style)
         append_records(results_file, records)
         done.update((r["question_id"], r) for r in records)
-        log.info("%s/%s: %d/%d scored (%.2f questions/s)", gatherer, dataset, i + len(records), len(todo),
-                 (i + len(records)) / max(time.monotonic() - start, 1e-9))
+        progress.update(i + len(records))
     wanted = set(read_records(contexts_file))
     write_sorted(results_file, [r for qid, r in done.items() if qid in wanted])
     return len(todo)
@@ -156,7 +156,8 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
     # Every file at once: their requests share the generator's batches instead of queueing file by file.
     await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator,
                                          mirage if dataset in medical else general, gatherer, dataset,
-                                         cfg.evaluation.batch_size, cfg.evaluation.answer_prompt)
+                                         cfg.evaluation.batch_size, cfg.evaluation.answer_prompt,
+                                         cfg.tracking.progress_every_s)
                            for gatherer, dataset, path in pending))
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 from s3ray.config import S3Config
 from s3ray.inference.base import ContextGatherer
 from s3ray.inference.registry import GATHERERS, GathererUnavailable, build_gatherer
 from s3ray.inference.store import append_records, read_records, write_sorted
+from s3ray.progress import ProgressLog
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def dev_questions(cfg: S3Config) -> dict[str, list[Question]]:
 
 
 async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], path: Path,
-                         batch_size: int, label: str = "") -> int:
-    """Gather the questions missing from ``path``; returns how many were gathered now."""
+                         batch_size: int, label: str = "", progress_every_s: float = 0.0) -> int:
+    """Gather the questions missing from ``path``; returns how many were gathered now. Progress lines
+    come at most every ``progress_every_s`` seconds (0: after every batch)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     done = read_records(path)
@@ -51,7 +52,7 @@ async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], p
     label = label or f"{gatherer.name}/{path.stem}"
     if done:
         log.info("%s: %d of %d questions already gathered", label, len(questions) - len(todo), len(questions))
-    start = time.monotonic()
+    progress = ProgressLog(log, f"infer {label}", len(todo), "question", progress_every_s)
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]
         contexts = await gatherer.gather(batch)
@@ -61,9 +62,7 @@ async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], p
         records = [c.to_dict() for c in contexts]
         append_records(path, records)
         done.update((r["question_id"], r) for r in records)
-        finished = i + len(batch)
-        log.info("%s: %d/%d gathered (%.2f questions/s)", label, finished, len(todo),
-                 finished / max(time.monotonic() - start, 1e-9))
+        progress.update(i + len(batch))
     wanted = {q.id for q in questions}
     write_sorted(path, [r for qid, r in done.items() if qid in wanted])
     return len(todo)
@@ -82,7 +81,7 @@ async def _gather_all(cfg: S3Config, datasets: dict[str, list[Question]]) -> Non
         try:
             for dataset, questions in datasets.items():
                 await gather_dataset(gatherer, questions, context_path(cfg, name, dataset),
-                                     cfg.inference.batch_size, f"{name}/{dataset}")
+                                     cfg.inference.batch_size, f"{name}/{dataset}", cfg.tracking.progress_every_s)
         finally:
             gatherer.close()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from s3ray.config import S3Config, config_from_dict
+from s3ray.progress import ProgressLog
 from s3ray.ragcache.cache import RagCache, is_yes_no
 from s3ray.ragcache.record import CacheIdentity, RagRecord
 from s3ray.types import Question
@@ -122,14 +123,14 @@ def run_pipeline(cfg: S3Config, todo: list[Question],
                         batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=cfg.rag_cache.concurrency),
                         num_cpus=cfg.rag_cache.num_cpus)
-    failures, done, start = [], 0, time.monotonic()
+    failures, done = [], 0
+    progress = ProgressLog(log, "precompute", len(todo), "question", cfg.tracking.progress_every_s)
     for n, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy"), start=1):
         for qid, source, error in zip(batch["question_id"], batch["source"], batch["error"], strict=True):
             if error:
                 failures.append({"question_id": str(qid), "source": str(source), "error": str(error)})
         done += len(batch["question_id"])
-        log.info("precompute: %d/%d questions (%d failed, %.1f questions/s)", done, len(todo), len(failures),
-                 done / max(time.monotonic() - start, 1e-9))
+        progress.update(done, f"{len(failures)} failed")
         if on_batch is not None:
             on_batch(n)
     return failures

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from s3ray.config import EncoderConfig, IndexConfig, S3Config
+from s3ray.progress import ProgressLog
 from s3ray.retrieval.bm25 import build_bm25
 from s3ray.retrieval.corpus import BadRows, iter_corpus
 from s3ray.retrieval.manifest import (
@@ -219,8 +220,10 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
         num_cpus=cfg.index.embed_num_cpus, num_gpus=cfg.index.embed_num_gpus)
     # Blocks may arrive out of order: gather rows per shard, write a shard once all its rows are in.
     pending: dict[int, list[dict[str, np.ndarray]]] = {}
-    done = 0
+    done, embedded = 0, 0
+    progress = ProgressLog(log, "index", rows, "passage", cfg.tracking.progress_every_s)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        embedded += len(batch["row"])
         for shard in np.unique(batch["shard"]).tolist():
             mask = batch["shard"] == shard
             parts = pending.setdefault(shard, [])
@@ -236,7 +239,7 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
             _save_npy_atomic(shard_path(index_dir, shard), vectors)
             del pending[shard]
             done += 1
-            log.info("index: shard %d written (%d/%d of this run)", shard, done, len(todo))
+        progress.update(embedded, f"{done}/{len(todo)} shards written")
     if pending:
         raise RuntimeError(f"embedding ended with incomplete shards {sorted(pending)}")
 

@@ -74,6 +74,7 @@ class RolloutActor:
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
         self.pushed_version: int | None = None  # None: the model folder's weights (a fresh or restarted actor)
+        self.episodes_done: dict[str, int] = {}  # per running chunk (its progress key): for the pool's progress
 
     @property
     def scorer(self):
@@ -92,8 +93,9 @@ class RolloutActor:
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,
-                  policy: Policy = "model") -> list[Episode]:
-        """Episodes of the (question, sample index) items, in item order."""
+                  policy: Policy = "model", progress_key: str = "") -> list[Episode]:
+        """Episodes of the (question, sample index) items, in item order. While it runs,
+        ``progress(progress_key)`` counts its finished episodes (a distinct key per concurrent call)."""
         if policy not in ("model", "heuristic"):
             raise ValueError(f"unknown rollout policy {policy!r}; known: model, heuristic")
         if not items:
@@ -108,13 +110,23 @@ class RolloutActor:
 
         async def one(question_id: str, sample_index: int):
             async with self._in_flight:
-                return await run_episode(questions[question_id], initial[question_id], engine, self.retriever,
-                                         self.tokenizer, self.cfg.agent, sampling, sample_index)
+                episode = await run_episode(questions[question_id], initial[question_id], engine, self.retriever,
+                                            self.tokenizer, self.cfg.agent, sampling, sample_index)
+            self.episodes_done[progress_key] += 1
+            return episode
 
-        episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
-        if with_reward:
-            await self.scorer.score(episodes)
+        self.episodes_done[progress_key] = 0
+        try:
+            episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
+            if with_reward:
+                await self.scorer.score(episodes)
+        finally:
+            del self.episodes_done[progress_key]
         return list(episodes)
+
+    async def progress(self, progress_key: str) -> int:
+        """Finished episodes of the running call ``progress_key`` (0 once it returned)."""
+        return self.episodes_done.get(progress_key, 0)
 
     async def update_weights(self, state: dict[str, Any], version: int) -> int:
         """The object-store strategy: ``state`` arrives resolved (a top-level ref argument)."""

@@ -23,16 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from s3ray.config import S3Config, config_from_dict
+from s3ray.progress import ProgressLog, show_info_logs
 
 log = logging.getLogger(__name__)
 
 POOL_NAME = "rollout_pool"
 PING_ATTEMPTS = 5  # a just-killed actor may briefly refuse calls before Ray marks it restarting
 PING_BACKOFF_S = 1.0
+PROGRESS_POLL_MIN_S = 1.0  # with tracking.progress_every_s=0, the actors are asked at most once a second
 
 
 def split_evenly(n: int, parts: int) -> list[range]:
@@ -53,6 +56,7 @@ class RolloutPool:
 
         from s3ray.rollout.actor import RolloutActor
 
+        show_info_logs()
         self.cfg = config_from_dict(cfg)
         rc = self.cfg.rollout
         if rc.num_actors < 1:
@@ -151,14 +155,17 @@ class RolloutPool:
             raise RuntimeError("the rollout pool has no live actor holding the latest weights")
         results: list[Any] = [None] * len(items)  # Episodes, placed as their chunks finish
         running: dict[asyncio.Task, tuple[Any, range]] = {}
+        batch_key = uuid.uuid4().hex  # with a chunk's start: its progress key on the actor
 
         def submit(actor, chunk: range) -> None:
             ref = actor.run.remote([items[i] for i in chunk], greedy=greedy, with_reward=with_reward,
-                                   policy=policy)
+                                   policy=policy, progress_key=f"{batch_key}:{chunk.start}")
             running[asyncio.ensure_future(ref)] = (actor, chunk)
 
         for actor, chunk in zip(live, split_evenly(len(items), len(live)), strict=False):
             submit(actor, chunk)
+        progress = ProgressLog(log, "rollout batch", len(items), "episode", self.cfg.tracking.progress_every_s)
+        reporter = asyncio.ensure_future(self._report_progress(progress, results, running, batch_key))
         reruns = 0
         while running:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -185,12 +192,27 @@ class RolloutPool:
                     raise RuntimeError(f"a rollout actor returned {len(episodes)} episodes for {len(chunk)} items")
                 for i, episode in zip(chunk, episodes, strict=True):
                     results[i] = episode
+        reporter.cancel()
         seconds = time.perf_counter() - t0
         self.last_stats = {"episodes": len(items), "seconds": seconds, "episodes_per_s": len(items) / seconds,
                            "reruns": reruns, "actors": len(self.actors)}
-        log.info("rollout batch: %d episodes in %.1fs (%.2f/s), %d chunks re-run", len(items), seconds,
-                 len(items) / seconds, reruns)
+        progress.update(len(items), f"{reruns} chunks re-run")
         return results
+
+    @staticmethod
+    async def _report_progress(progress: ProgressLog, results: list, running: dict[asyncio.Task, tuple[Any, range]],
+                               batch_key: str) -> None:
+        """Log the batch's finished episodes while it runs: those of returned chunks, and those the
+        running chunks' actors count. Ends by itself once no chunk is pending (a batch that raised too)."""
+        while not all(task.done() for task in running):
+            await asyncio.sleep(max(progress.every_s, PROGRESS_POLL_MIN_S))
+            chunks = list(running.values())
+            counts = await asyncio.gather(*(actor.progress.remote(f"{batch_key}:{chunk.start}")
+                                            for actor, chunk in chunks), return_exceptions=True)
+            # A chunk that returned meanwhile is in results already; a dying actor's call fails (0 for now).
+            partial = sum(c for (_, chunk), c in zip(chunks, counts, strict=True)
+                          if isinstance(c, int) and results[chunk.start] is None)
+            progress.update(sum(r is not None for r in results) + partial)
 
 
 def create_pool(cfg: S3Config, model_dir: str | Path, name: str = POOL_NAME):

@@ -34,6 +34,7 @@ import torch
 from s3ray.agent.episode import Episode
 from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config, config_from_dict
+from s3ray.progress import ProgressLog, show_info_logs
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
 from s3ray.train.batch import collate_episodes
@@ -89,7 +90,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     from s3ray import tracking
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    show_info_logs()
     cfg = config_from_dict(config["cfg"])
     tc = cfg.train
     pool = config["pool"]
@@ -121,6 +122,7 @@ def train_loop(config: dict[str, Any]) -> None:
         # The pool starts from the base weights: give it ours (warm-started or resumed) before sampling.
         weights = weight_sync_for(cfg, pool, rank)
         publish(learner, weights, start_step)
+        progress = ProgressLog(log, "train", tc.steps, "step", cfg.tracking.progress_every_s, initial=start_step)
         for step in range(start_step + 1, tc.steps + 1):
             clock = StepClock()
             step_questions = [questions[i] for i in step_question_indices(len(questions), step, tc.batch_size,
@@ -150,6 +152,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if rank == 0 and dev_questions and is_eval_step(step, tc.eval_every, tc.steps):
                 metrics.update(dev_metrics(ray.get(pool.run.remote(dev_questions, greedy=True, with_reward=True))))
             report(step, metrics, learner, run_id, cfg, model_dir)
+            if rank == 0:
+                progress.update(step, f"reward {metrics['reward']:.3f}")
         final_state = distributed.hf_full_state(learner.actor)  # collective under FSDP; None off rank 0
         if rank == 0:
             finish(cfg, final_state, model_dir, run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from s3ray.config import load_config
 from s3ray.evaluation import evaluate as ev
@@ -35,7 +36,7 @@ def ctx(i, mode, docs=()):
     return GatheredContext.of(q, list(docs), answer_mode=mode)
 
 
-def test_each_answer_mode_gets_its_prompt_and_results_resume(tmp_path):
+def test_each_answer_mode_gets_its_prompt_and_results_resume(tmp_path, caplog):
     from s3ray.generation import prompts
     from s3ray.scoring.genacc import GenAccScorer  # the real span-only scorer
 
@@ -46,8 +47,11 @@ def test_each_answer_mode_gets_its_prompt_and_results_resume(tmp_path):
     results = tmp_path / "results.jsonl"
     generator = RecordingGenerator([prompts.cot_messages(cot.question)])
     scorer = GenAccScorer(None)
-    n = asyncio.run(ev.evaluate_file(contexts, results, generator, scorer, "g", "hotpotqa", batch_size=2))
+    with caplog.at_level(logging.INFO, logger="s3ray.evaluation.evaluate"):
+        n = asyncio.run(ev.evaluate_file(contexts, results, generator, scorer, "g", "hotpotqa", batch_size=2))
     assert n == 3
+    assert [r.getMessage().split(" | ")[0] for r in caplog.records] == [
+        "evaluate g/hotpotqa: 2/3 questions", "evaluate g/hotpotqa: 3/3 questions"]  # a progress line a batch
     # Sorted by question id: q1 zero-shot, q2 with its doc, q3 CoT.
     assert generator.prompts == [prompts.zero_shot_messages(zero.question),
                                  prompts.answer_messages(rag.question, [gold]),

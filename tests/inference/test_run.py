@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 
 import pytest
 
@@ -47,6 +49,16 @@ def test_every_question_once_in_batches_and_sorted(tmp_path):
     assert [len(b) for b in gatherer.batches] == [3, 3, 1]  # the short last batch is not dropped
     ids = [json.loads(line)["question_id"] for line in path.read_text().splitlines()]
     assert ids == sorted(ids) and len(ids) == 7
+
+
+def test_each_batch_logs_a_progress_line_with_eta(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="s3ray.inference.run"):
+        asyncio.run(run.gather_dataset(CountingGatherer(), shuffled_questions(7), tmp_path / "ds.jsonl",
+                                       batch_size=3, label="counting/ds"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" | ")[0] for line in lines] == [f"infer counting/ds: {n}/7 questions" for n in (3, 6, 7)]
+    assert all(re.search(r" \| [\d.]+(question/s|s/question) \| elapsed \d\d:\d\d \| ETA \d\d:\d\d$", line)
+               for line in lines), lines
 
 
 def test_rerun_skips_finished_questions_and_a_crash_loses_only_the_batch_in_flight(tmp_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from s3ray.config import load_config
 from s3ray.rollout import weight_sync
 from s3ray.rollout.pool import RolloutPool
 from s3ray.rollout.weight_sync import NcclSync, ObjectStoreSync, strategy_for
@@ -61,6 +62,7 @@ class FakeActor:
 def fake_pool(n: int) -> RolloutPool:
     pool = RolloutPool.__new__(RolloutPool)  # the real pool's logic over local actors
     pool.actors, pool.weights, pool.last_stats = [FakeActor(i) for i in range(n)], None, {}
+    pool.cfg = load_config("test")  # its progress interval
     return pool
 
 
