@@ -50,11 +50,9 @@ def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -
     """(queries, k) of the turn-0 retrieval: naive RAG's top-k for each question (answer options left out,
     as naive RAG's queries leave them); training rollouts (scored for reward) use ``agent.train_initial_k``
     when set (s3's training prompts hold 12 docs, its test prompts 3)."""
-    from s3ray.inference.base import retrieval_query
-
     agent = cfg.agent
     k = agent.train_initial_k if with_reward and agent.train_initial_k else agent.initial_k
-    return [retrieval_query(q, cfg.inference.query_without_options) for q in questions], k
+    return [q.retrieval_query(cfg.inference.query_without_options) for q in questions], k
 
 
 class RolloutActor:

@@ -211,7 +211,7 @@ def finish(cfg: S3Config, state: dict[str, torch.Tensor], model_dir: Path, run_i
     import mlflow
 
     from s3ray import tracking
-    from s3ray.evaluation.report import REWARD_CURVE_LABELS, reward_curve
+    from s3ray.train.reward_curve import REWARD_CURVE_LABELS, reward_curve
 
     export = export_pretrained(state, model_dir, cfg.train.export_dir)
     log.info("exported the policy to %s", export)
@@ -297,7 +297,7 @@ def ensure_policy_model(cfg: S3Config) -> Path:
     """The searcher's initial weights as a local folder: the tiny model built, or a bundled model
     converted, on first use; a configured folder or hub id as it is."""
     from s3ray.bundled_models import ensure_bundled_model, is_bundled
-    from s3ray.tinylm import ensure_tiny_model
+    from s3ray.train.tinylm import ensure_tiny_model
 
     if cfg.policy.model is None:
         return ensure_tiny_model(cfg.policy_model_dir, cfg.corpus.path, cfg.policy.tiny)

@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from s3ray.tinylm import S3_TAGS, ensure_tiny_model
+from s3ray.train.tinylm import S3_TAGS, ensure_tiny_model
 
 
 def test_tiny_model_is_a_loadable_hf_folder(tiny_model_dir):
