@@ -55,7 +55,7 @@ bench: install
 
 # ruff, then the layer contract of docs/architecture.md (pyproject's [tool.importlinter]).
 lint: install
-	$(BIN)/ruff check s3ray pipelines tests bench tools
+	$(BIN)/ruff check s3ray tests bench tools
 	$(BIN)/lint-imports
 
 clean:
