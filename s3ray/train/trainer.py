@@ -311,7 +311,7 @@ def train(cfg: S3Config) -> Path:
     import ray
 
     from s3ray.cluster import init_ray
-    from s3ray.ragcache.cache import training_questions
+    from s3ray.reward.cache import training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.train.identity import apply_resume_choice, claim_train_dir
     from s3ray.train.memory_plan import check_memory_plan
