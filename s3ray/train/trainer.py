@@ -36,6 +36,7 @@ from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config, config_from_dict
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
+from s3ray.train.algorithms import algorithm_for
 from s3ray.train.batch import collate_episodes
 from s3ray.train.identity import checkpoint_path
 from s3ray.train.policy import export_pretrained
@@ -98,7 +99,7 @@ def train_loop(config: dict[str, Any]) -> None:
     dev_questions: list[dict] = config["dev_questions"]
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
-    samples = tc.samples_per_question
+    samples = algorithm_for(tc).samples_per_question(tc)
     if not tc.use_gpu:
         set_torch_threads(tc.torch_threads, sharers=world)
 
