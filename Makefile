@@ -53,8 +53,10 @@ headroom: install
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 
+# ruff, then the layer contract of docs/architecture.md (pyproject's [tool.importlinter]).
 lint: install
-	$(BIN)/ruff check s3ray pipelines tests bench tools
+	$(BIN)/ruff check s3ray tests bench tools
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf runs .pytest_cache

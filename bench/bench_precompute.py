@@ -30,14 +30,13 @@ ROUNDS = 2
 
 def sequential_rate(cfg, questions) -> float:
     """The seed's precompute: for each question, one retrieve request, one generation, one score."""
-    from s3ray.generation.client import GeneratorClient
     from s3ray.generation.prompts import answer_messages
     from s3ray.retrieval.client import RetrieverClient
-    from s3ray.scoring.genacc import GenAccScorer
+    from s3ray.reward.services import Services
 
-    retriever = RetrieverClient.from_config(cfg)
-    generator = GeneratorClient.from_config(cfg.generator)
-    scorer = GenAccScorer.from_config(cfg)
+    services = Services(cfg)
+    retriever = RetrieverClient.from_config(cfg)  # HTTP, as the seed retrieved (not the services' handle)
+    generator, scorer = services.generator, services.scorer
     start = time.perf_counter()
     for q in questions:
         [docs] = retriever.search([q.question], cfg.rag_cache.topk)

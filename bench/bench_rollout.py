@@ -77,7 +77,7 @@ def main() -> int:
     from s3ray.generation.service import deploy as deploy_generator
     from s3ray.retrieval.indexing import build_index
     from s3ray.retrieval.service import deploy as deploy_retriever
-    from s3ray.tinylm import ensure_tiny_model
+    from s3ray.train.tinylm import ensure_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="s3ray-bench-rollout-") as tmp:
         work = Path(tmp)

@@ -2,9 +2,9 @@
 
     s3ray <stage> [--config PRESET_OR_YAML] [key.sub=value ...]
 
-Each stage is a plain function ``fn(cfg) -> None`` in its package; the ``pipelines/*.py`` scripts
-call the same functions, so ``ray job submit -- python pipelines/train_s3.py --config demo_cpu``
-and ``s3ray train --config demo_cpu`` run the same code.
+Each stage is a plain function ``fn(cfg) -> None`` in its package; ``python -m s3ray`` is this same
+command, so ``ray job submit -- python -m s3ray train --config demo_cpu`` and ``s3ray train --config
+demo_cpu`` run the same code.
 """
 
 from __future__ import annotations
@@ -89,11 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = _resolve(STAGES[stage][0])(cfg)
     return int(result) if isinstance(result, int) else 0
-
-
-def run_pipeline(stage: str) -> None:
-    """Entry of the ``pipelines/*.py`` job scripts: the stage named, config from the command line."""
-    sys.exit(main([stage, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

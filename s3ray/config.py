@@ -378,10 +378,15 @@ class WarmStartConfig(Section):
 
 
 class TrainConfig(Section):
-    algorithm: Literal["ppo", "grpo"] = "ppo"
+    # train/algorithms.py: ppo (a critic), grpo (groups of grpo_group_size per question), dr_grpo (GRPO
+    # without the std division of group advantages and with summed token losses over dr_grpo_max_tokens)
+    algorithm: Literal["ppo", "grpo", "dr_grpo"] = "ppo"
     steps: int = Field(20, ge=1)
     batch_size: int = Field(120, ge=1)  # questions per step
-    grpo_group_size: int = Field(5, ge=1)
+    grpo_group_size: int = Field(5, ge=1)  # grpo, dr_grpo: episodes per question
+    # dr_grpo: its summed token losses are divided by this constant per episode (Dr. GRPO's max generation
+    # length; the default agent writes at most agent.max_turns x agent.max_turn_tokens = 3 x 500 tokens)
+    dr_grpo_max_tokens: int = Field(1500, ge=1)
     actor_lr: float = 1e-6
     critic_lr: float = 1e-5
     warmup_ratio: float = 0.0  # lr_warmup=per_update: a linear ramp over this share of the optimiser updates
@@ -457,8 +462,8 @@ class TrainConfig(Section):
         if self.batch_size % world:
             raise ValueError(f"train.batch_size={self.batch_size} must be divisible by train.num_workers={world}: "
                              "each rank trains on an equal share of the questions")
-        if self.algorithm == "grpo" and self.grpo_group_size < 2:
-            raise ValueError("GRPO needs train.grpo_group_size >= 2 (a group of one has no baseline)")
+        if self.algorithm != "ppo" and self.grpo_group_size < 2:
+            raise ValueError(f"{self.algorithm} needs train.grpo_group_size >= 2 (a group of one has no baseline)")
         if self.fsdp_cpu_offload and self.use_gpu and self.strategy == "fsdp" and world < 2:
             # torch's FSDP runs NO_SHARD on one rank and never frees a gathered unit there: every offloaded
             # weight comes back to the GPU at its first pass and stays (make gpu-check measured 44 GiB for
@@ -469,10 +474,6 @@ class TrainConfig(Section):
             raise ValueError("train.logp_old=rollout needs train.ppo_epochs=1: a second epoch's ratio must be "
                              "taken against the weights before the first, which only a recompute gives")
         return self
-
-    @property
-    def samples_per_question(self) -> int:
-        return self.grpo_group_size if self.algorithm == "grpo" else 1
 
     @property
     def export_dir(self) -> Path:

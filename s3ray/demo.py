@@ -32,15 +32,16 @@ import yaml
 from s3ray.cluster import worker_env
 from s3ray.config import REPO_ROOT, S3Config
 
-# stage -> job script; "deploy" always runs, since Serve apps live and die with the cluster.
-STAGE_SCRIPTS = {
-    "generate": "generate_bridge.py",
-    "index": "build_index.py",
-    "deploy": "deploy_services.py",
-    "precompute": "precompute_rag_cache.py",
-    "train": "train_s3.py",
-    "infer": "infer.py",
-    "evaluate": "evaluate.py",
+# demo stage -> the `s3ray` stage its job runs; "deploy" always runs, since Serve apps live and die with the
+# cluster.
+JOB_STAGES = {
+    "generate": "generate-bridge",
+    "index": "index",
+    "deploy": "deploy",
+    "precompute": "precompute",
+    "train": "train",
+    "infer": "infer",
+    "evaluate": "evaluate",
 }
 ALWAYS_RUN = {"deploy"}
 # Ray 2.60 token authentication: the local cluster always uses it. `ray start` does not create a token
@@ -226,7 +227,7 @@ def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, timeout_s: int)
     """Submit one stage as a Ray job, stream its logs, return (final status, seconds)."""
     from ray.job_submission import JobStatus
 
-    entrypoint = f"{sys.executable} pipelines/{STAGE_SCRIPTS[stage]} --config {cfg_path}"
+    entrypoint = f"{sys.executable} -m s3ray {JOB_STAGES[stage]} --config {cfg_path}"
     runtime_env = {"working_dir": str(REPO_ROOT), "env_vars": env_vars,
                    "excludes": [".venv", "runs", ".git", "*.db", "mlartifacts"]}
     start = time.time()
@@ -282,9 +283,9 @@ def run_demo(cfg: S3Config) -> int:
     cfg_path.write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     markers = work / ".stages"
     markers.mkdir(exist_ok=True)
-    unknown = [s for s in cfg.demo.stages if s not in STAGE_SCRIPTS]
+    unknown = [s for s in cfg.demo.stages if s not in JOB_STAGES]
     if unknown:
-        print(f"s3ray demo: unknown stages {unknown}; known: {list(STAGE_SCRIPTS)}", file=sys.stderr)
+        print(f"s3ray demo: unknown stages {unknown}; known: {list(JOB_STAGES)}", file=sys.stderr)
         return 2
 
     external = cfg.cluster.address or os.environ.get("RAY_ADDRESS")

@@ -43,6 +43,11 @@ class Question:
     source: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    def retrieval_query(self, without_options: bool = True) -> str:
+        """What a naive retrieval searches for: the question, without the answer options a multiple-choice
+        (MIRAGE) question carries in its text, as s3's retrieval scripts strip them (``meta["query"]``)."""
+        return self.meta.get("query", self.question) if without_options else self.question
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "question": self.question, "golden_answers": list(self.golden_answers),
                 "source": self.source, "meta": dict(self.meta)}

@@ -88,7 +88,7 @@ def session_cfg(tmp_path_factory, small_corpus) -> S3Config:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(session_cfg) -> Path:
-    from s3ray.tinylm import ensure_tiny_model
+    from s3ray.train.tinylm import ensure_tiny_model
 
     return ensure_tiny_model(session_cfg.policy_model_dir, session_cfg.corpus.path, session_cfg.policy.tiny)
 

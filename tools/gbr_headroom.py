@@ -40,9 +40,9 @@ from s3ray.agent.selection import dedup_docs
 from s3ray.config import S3Config, load_config
 from s3ray.data.qa import load_datasets
 from s3ray.generation.reader import ExtractiveReader
-from s3ray.ragcache.cache import is_yes_no
 from s3ray.retrieval.corpus import iter_corpus
 from s3ray.retrieval.searchers import load_searcher
+from s3ray.reward.cache import is_yes_no
 from s3ray.scoring.metrics import span_match
 from s3ray.types import Doc, Question
 

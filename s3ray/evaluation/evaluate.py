@@ -119,19 +119,24 @@ def mirage_datasets(cfg: S3Config) -> set[str]:
     return {spec.name for spec in cfg.data.dev if spec.format == "mirage"}
 
 
-def scorers(cfg: S3Config) -> tuple[Any, Any]:
+def evaluation_services(cfg: S3Config):
+    """The evaluation's generator and judge (:func:`evaluation_generator`, :func:`evaluation_judge`)."""
+    from s3ray.reward.services import Services
+
+    return Services(cfg, generator=evaluation_generator(cfg), judge=evaluation_judge(cfg))
+
+
+def scorers(cfg: S3Config, services) -> tuple[Any, Any]:
     """(the GenAcc scorer, the scorer of MIRAGE datasets): the second is s3's judge-only "aligns" test
     under ``evaluation.mirage_scoring=aligns_judge`` when a judge is enabled, else the first."""
-    from s3ray.scoring.genacc import GenAccScorer
-
-    general = GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg))
+    general = services.scorer
     if cfg.evaluation.mirage_scoring == "span_then_judge" or not mirage_datasets(cfg):
         return general, general
     if not cfg.judge.enabled:
         log.warning("evaluation.mirage_scoring=aligns_judge needs judge.enabled; the MIRAGE datasets %s are "
                     "scored by the span rule instead", sorted(mirage_datasets(cfg)))
         return general, general
-    return general, GenAccScorer.from_config(cfg, judge=evaluation_judge(cfg), style="aligns", span_check=False)
+    return general, services.genacc_scorer(style="aligns", span_check=False)
 
 
 def identity_tags(cfg: S3Config) -> dict[str, str]:
@@ -148,10 +153,9 @@ async def _score_all(cfg: S3Config, pairs: list[tuple[str, str, Path]]) -> None:
     if not pending:  # a re-run only rebuilds the report: the services need not be up
         log.info("every gathered context is already scored")
         return
-    from s3ray.generation.client import GeneratorClient
-
-    generator = GeneratorClient.from_config(evaluation_generator(cfg))
-    general, mirage = scorers(cfg)
+    services = evaluation_services(cfg)
+    generator = services.generator
+    general, mirage = scorers(cfg, services)
     medical = mirage_datasets(cfg)
     # Every file at once: their requests share the generator's batches instead of queueing file by file.
     await asyncio.gather(*(evaluate_file(path, result_path(cfg, gatherer, dataset), generator,

@@ -74,12 +74,6 @@ class PerQuestionGatherer(ContextGatherer):
         return list(await asyncio.gather(*(self.gather_one(q) for q in questions)))
 
 
-def retrieval_query(question: Question, without_options: bool = True) -> str:
-    """What a naive retrieval searches for: the question, without the answer options a multiple-choice
-    (MIRAGE) question carries in its text, as s3's retrieval scripts strip them (``meta["query"]``)."""
-    return question.meta.get("query", question.question) if without_options else question.question
-
-
 def dedup_docs(docs: Iterable[Doc]) -> list[Doc]:
     """First occurrence of each doc id, in order: a doc retrieved twice is one doc of context."""
     seen: set[str] = set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from s3ray.inference.base import ContextGatherer, GatheredContext, retrieval_query
+from s3ray.inference.base import ContextGatherer, GatheredContext
 from s3ray.types import Question
 
 
@@ -14,7 +14,7 @@ class NaiveRagGatherer(ContextGatherer):
         self.query_without_options = query_without_options
 
     async def gather(self, questions: list[Question]) -> list[GatheredContext]:
-        queries = [retrieval_query(q, self.query_without_options) for q in questions]
+        queries = [q.retrieval_query(self.query_without_options) for q in questions]
         results = await self.retriever.asearch(queries, self.k)
         if len(results) != len(questions):
             raise RuntimeError(f"retriever answered {len(results)} queries for {len(questions)} questions")

@@ -1,6 +1,5 @@
-"""The naive-RAG cache: per training question, the generator's answer with the top-k docs and its GenAcc.
+"""The naive-RAG cache's stages: ``precompute.precompute`` fills it with Ray Data, ``s3_import`` reads s3's
+released cache into it, ``baseline`` takes another gatherer's contexts as the baseline.
 
-``naive.score_naive_rag`` computes records (the precompute and the reward's cache-miss path share it),
-``precompute.precompute`` fills the cache with Ray Data, ``cache.RagCache`` reads it and
-``cache.training_questions`` applies the paper's training filter.
+The records, the lookup and the training filter are the reward's (:mod:`s3ray.reward`).
 """

@@ -25,8 +25,8 @@ from typing import Any
 
 from s3ray.config import S3Config, config_from_dict
 from s3ray.progress import ProgressLog
-from s3ray.ragcache.cache import RagCache, is_yes_no
-from s3ray.ragcache.record import CacheIdentity, RagRecord
+from s3ray.reward.cache import RagCache, is_yes_no
+from s3ray.reward.record import CacheIdentity, RagRecord
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,10 @@ class NaiveRagBatch:
     """Ray Data actor: a batch of questions -> naive-RAG records in a new part file -> one status row each."""
 
     def __init__(self, cfg_dict: dict):
-        from s3ray.generation.client import GeneratorClient
-        from s3ray.retrieval.handle import in_cluster_retriever
-        from s3ray.scoring.genacc import GenAccScorer
+        from s3ray.reward.services import Services
 
         cfg = config_from_dict(cfg_dict)
-        self.retriever = in_cluster_retriever(cfg)
-        self.generator = GeneratorClient.from_config(cfg.generator)
-        self.scorer = GenAccScorer.from_config(cfg)
-        self.identity = CacheIdentity.from_config(cfg)
+        self.services = Services(cfg)
         self.cache_dir = cfg.rag_cache.dir
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the HTTP clients persist
         self.answer_prompt = cfg.agent.answer_prompt
@@ -79,16 +74,17 @@ class NaiveRagBatch:
             self.baseline_docs = load_baseline_docs(cfg)
 
     def _score(self, questions: list[Question]):
-        from s3ray.ragcache.naive import score_docs, score_naive_rag
+        from s3ray.reward.naive import score_docs, score_naive_rag
 
+        services = self.services
         if self.baseline_docs is None:
-            return score_naive_rag(questions, self.retriever, self.generator, self.scorer, self.identity.k,
-                                   self.identity, self.answer_prompt)
+            return score_naive_rag(questions, services.retriever, services.generator, services.scorer,
+                                   services.identity.k, services.identity, self.answer_prompt)
         missing = [q.id for q in questions if q.id not in self.baseline_docs]
         if missing:
             raise KeyError(f"no baseline context for {missing[:3]}")
-        return score_docs(questions, [self.baseline_docs[q.id] for q in questions], self.generator, self.scorer,
-                          self.identity, self.answer_prompt)
+        return score_docs(questions, [self.baseline_docs[q.id] for q in questions], services.generator,
+                          services.scorer, services.identity, self.answer_prompt)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         questions = [Question.from_dict(json.loads(p)) for p in batch["payload"]]

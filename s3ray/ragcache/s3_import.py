@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from s3ray.config import S3Config
-from s3ray.ragcache.cache import RagCache
 from s3ray.ragcache.precompute import write_part
-from s3ray.ragcache.record import CacheIdentity, RagRecord
+from s3ray.reward.cache import RagCache
+from s3ray.reward.record import CacheIdentity, RagRecord
 from s3ray.scoring.metrics import exact_match, span_match, token_f1
 from s3ray.types import Question
 

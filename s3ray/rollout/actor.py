@@ -50,11 +50,9 @@ def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -
     """(queries, k) of the turn-0 retrieval: naive RAG's top-k for each question (answer options left out,
     as naive RAG's queries leave them); training rollouts (scored for reward) use ``agent.train_initial_k``
     when set (s3's training prompts hold 12 docs, its test prompts 3)."""
-    from s3ray.inference.base import retrieval_query
-
     agent = cfg.agent
     k = agent.train_initial_k if with_reward and agent.train_initial_k else agent.initial_k
-    return [retrieval_query(q, cfg.inference.query_without_options) for q in questions], k
+    return [q.retrieval_query(cfg.inference.query_without_options) for q in questions], k
 
 
 class RolloutActor:
@@ -62,7 +60,7 @@ class RolloutActor:
         from transformers import AutoTokenizer
 
         from s3ray.cluster import set_torch_threads
-        from s3ray.retrieval.handle import in_cluster_retriever
+        from s3ray.reward.services import Services
 
         self.cfg = config_from_dict(cfg)
         set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
@@ -70,7 +68,8 @@ class RolloutActor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
         self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
-        self.retriever = in_cluster_retriever(self.cfg)
+        self.services = Services(self.cfg)
+        self.retriever = self.services.retriever
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
         self.pushed_version: int | None = None  # None: the model folder's weights (a fresh or restarted actor)
@@ -79,17 +78,9 @@ class RolloutActor:
     @property
     def scorer(self):
         if self._scorer is None:
-            from s3ray.agent.reward import RewardScorer
-            from s3ray.generation.client import GeneratorClient
-            from s3ray.ragcache.cache import RagCache
-            from s3ray.scoring.genacc import GenAccScorer
-
-            cfg = self.cfg
             # The cache of this generator/retriever/k/judge combination; an absent cache is empty and
             # every RAG term is then recomputed (and remembered) by the scorer.
-            self._scorer = RewardScorer(GeneratorClient.from_config(cfg.generator), GenAccScorer.from_config(cfg),
-                                        RagCache.for_config(cfg), self.retriever, cfg.rag_cache.topk,
-                                        cfg.agent.reward, cfg.rag_cache.baseline, cfg.agent.answer_prompt)
+            self._scorer = self.services.reward_scorer()
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,

@@ -1,4 +1,5 @@
-"""Episodes -> padded token tensors, from the token ids the rollout produced (never re-tokenized).
+"""Episodes -> :class:`Experience`, the one type the update works on: padded token tensors from the token
+ids the rollout produced (never re-tokenized), then what :func:`s3ray.train.update.prepare_batch` adds.
 
 A row is ``input_ids = prompt_ids + response_ids``, right-padded. Per-token tensors are aligned to
 the *predicting* positions: index ``t`` describes token ``t + 1`` (the logits at ``t`` predict it), so
@@ -16,7 +17,7 @@ from s3ray.agent.episode import Episode
 
 
 @dataclass
-class TokenBatch:
+class Experience:
     input_ids: torch.Tensor  # [B, L] long
     attention_mask: torch.Tensor  # [B, L] long
     action_mask: torch.Tensor  # [B, L-1] float: predicts a searcher token
@@ -26,6 +27,13 @@ class TokenBatch:
     scores: torch.Tensor  # [B] float: the episode reward (GBR); NaN for episodes scored without reward
     temperature: torch.Tensor  # [B] float: the sampling temperature of the logprobs (1 when greedy)
     group_ids: list[str]  # the stable question id of each row (GRPO groups)
+    # Set by prepare_batch, [B, L-1]; None before it, or where the algorithm has no such term.
+    logp_old: torch.Tensor | None = None  # the clipped ratio's denominator
+    advantages: torch.Tensor | None = None  # 0 off action tokens
+    value_mask: torch.Tensor | None = None  # where the critic is trained (action tokens, or the whole response)
+    values_old: torch.Tensor | None = None  # the critic's values before the update (PPO)
+    returns: torch.Tensor | None = None  # the critic's targets (PPO)
+    logp_ref: torch.Tensor | None = None  # the reference log-probs of a KL loss term (GRPO)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -34,23 +42,25 @@ class TokenBatch:
     def num_action_tokens(self) -> int:
         return int(self.action_mask.sum().item())
 
-    def select(self, rows: Sequence[int] | torch.Tensor) -> TokenBatch:
+    def select(self, rows: Sequence[int] | torch.Tensor) -> Experience:
         """The given rows, with columns trimmed to the longest of them."""
-        rows = torch.as_tensor(rows, dtype=torch.long)
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
         length = int(self.attention_mask[rows].sum(dim=1).max().item())
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "group_ids":
+            if value is None:
+                out[f.name] = None
+            elif f.name == "group_ids":
                 out[f.name] = [value[i] for i in rows.tolist()]
             elif value.dim() == 1:
                 out[f.name] = value[rows]
             else:
                 width = length if value.shape[1] == self.input_ids.shape[1] else length - 1
                 out[f.name] = value[rows, :width]
-        return TokenBatch(**out)
+        return Experience(**out)
 
-    def to(self, device: torch.device | str) -> TokenBatch:
+    def to(self, device: torch.device | str) -> Experience:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
@@ -61,8 +71,8 @@ def _check_episode(ep: Episode) -> None:
     ep.check()
 
 
-def collate_episodes(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
-    """Pad a list of episodes into a :class:`TokenBatch`."""
+def collate_episodes(episodes: Sequence[Episode], pad_id: int) -> Experience:
+    """Pad a list of episodes into an :class:`Experience` (its token fields)."""
     if not episodes:
         raise ValueError("no episodes to collate")
     eps = list(episodes)
@@ -87,7 +97,7 @@ def collate_episodes(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
         response_mask[i, start:start + r] = 1.0
         rollout_logprobs[i, start:start + r] = torch.tensor(ep.logprobs, dtype=torch.float32)
         last_action_index[i] = int(action_mask[i].nonzero().max().item())
-    return TokenBatch(
+    return Experience(
         input_ids=input_ids,
         attention_mask=attention_mask,
         action_mask=action_mask,

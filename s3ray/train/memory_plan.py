@@ -111,12 +111,14 @@ def plan(cfg: S3Config, policy: ModelShape, critic: ModelShape) -> MemoryPlan:
     cb = DTYPE_BYTES[cfg.policy.dtype]
     shards = world if tc.strategy == "fsdp" else 1
     on_gpu = 0 if tc.fsdp_cpu_offload else 1
-    ppo = tc.algorithm == "ppo"
+    from s3ray.train.algorithms import algorithm_for
+
+    with_critic = algorithm_for(tc).uses_critic
     lines = {"actor states (fp32 w+g+adam)": on_gpu * STATE_BYTES * policy.params / shards}
-    if ppo:
+    if with_critic:
         lines["critic states (fp32 w+g+adam)"] = on_gpu * STATE_BYTES * critic.params / shards
     lines["reference weights"] = cb * policy.params if tc.kl_coef else 0.0  # no KL term: not loaded
-    root = max(policy.root_params, critic.root_params if ppo else 0)
+    root = max(policy.root_params, critic.root_params if with_critic else 0)
     lines["unsharded FSDP units"] = (cb * (root + 2 * policy.layer_params) + cb * root + 4 * root
                                      if tc.strategy == "fsdp" else 0.0)
     tokens = tc.micro_batch_size * cfg.agent.max_total_tokens

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from s3ray.train.batch import TokenBatch
+from s3ray.train.batch import Experience
 from s3ray.train.losses import entropy_from_logits
 
 if TYPE_CHECKING:  # annotations only: an update needs no config tree
@@ -176,7 +176,7 @@ class _TakenTokenHead(nn.Module):
         return torch.stack([taken, entropy_from_logits(logits)], dim=-1)
 
 
-def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: torch.Tensor | float = 1.0,
+def token_logprobs(model: nn.Module, batch: Experience, temperature: torch.Tensor | float = 1.0,
                    with_entropy: bool = False,
                    chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of the taken tokens, ``log_softmax(logits / T)``, at the predicting positions ``[B, L-1]``.

@@ -37,6 +37,7 @@ from s3ray.config import S3Config, config_from_dict
 from s3ray.progress import ProgressLog, show_info_logs
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
+from s3ray.train.algorithms import algorithm_for
 from s3ray.train.batch import collate_episodes
 from s3ray.train.identity import checkpoint_path
 from s3ray.train.policy import export_pretrained
@@ -99,7 +100,7 @@ def train_loop(config: dict[str, Any]) -> None:
     dev_questions: list[dict] = config["dev_questions"]
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
-    samples = tc.samples_per_question
+    samples = algorithm_for(tc).samples_per_question(tc)
     if not tc.use_gpu:
         set_torch_threads(tc.torch_threads, sharers=world)
 
@@ -215,7 +216,7 @@ def finish(cfg: S3Config, state: dict[str, torch.Tensor], model_dir: Path, run_i
     import mlflow
 
     from s3ray import tracking
-    from s3ray.evaluation.report import REWARD_CURVE_LABELS, reward_curve
+    from s3ray.train.reward_curve import REWARD_CURVE_LABELS, reward_curve
 
     export = export_pretrained(state, model_dir, cfg.train.export_dir)
     log.info("exported the policy to %s", export)
@@ -301,7 +302,7 @@ def ensure_policy_model(cfg: S3Config) -> Path:
     """The searcher's initial weights as a local folder: the tiny model built, or a bundled model
     converted, on first use; a configured folder or hub id as it is."""
     from s3ray.bundled_models import ensure_bundled_model, is_bundled
-    from s3ray.tinylm import ensure_tiny_model
+    from s3ray.train.tinylm import ensure_tiny_model
 
     if cfg.policy.model is None:
         return ensure_tiny_model(cfg.policy_model_dir, cfg.corpus.path, cfg.policy.tiny)
@@ -315,7 +316,7 @@ def train(cfg: S3Config) -> Path:
     import ray
 
     from s3ray.cluster import init_ray
-    from s3ray.ragcache.cache import training_questions
+    from s3ray.reward.cache import training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.train.identity import apply_resume_choice, claim_train_dir
     from s3ray.train.memory_plan import check_memory_plan

@@ -1,13 +1,14 @@
-"""One policy-gradient update on a batch of episodes: old/ref log-probs and values, advantages (PPO's
-GAE or GRPO's group baseline), then clipped-surrogate epochs over mini- and micro-batches.
+"""One policy-gradient update on a batch of episodes: old/ref log-probs and values, the algorithm's
+advantages (:mod:`s3ray.train.algorithms`), then clipped-surrogate epochs over mini- and micro-batches.
 
 Plain torch, no Ray: the Ray Train loop calls it on each worker's shard, the learning test calls it
 directly. Cross-rank statistics (advantage whitening, token counts) go through
 :mod:`s3ray.train.distributed`, whose helpers are the identity on a single process.
 
-Loss scale: every loss is a token mean over the *mini-batch's* action tokens on all ranks together
-(the count is all-reduced), so a micro-batch contributes its token sum over that count. The gradient
-is then the same whatever ``micro_batch_size`` and however the episodes fall on the ranks.
+Loss scale: every loss is a token sum over the *mini-batch* on all ranks together, divided by the
+algorithm's denominator of that mini-batch (its action-token count: a token mean; Dr. GRPO: a constant per
+episode), all-reduced, so a micro-batch contributes its token sum over it. The gradient is then the same
+whatever ``micro_batch_size`` and however the episodes fall on the ranks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from s3ray.train import distributed, losses
-from s3ray.train.batch import TokenBatch
+from s3ray.train.algorithms import algorithm_for, global_mean
+from s3ray.train.batch import Experience
 from s3ray.train.policy import Critic, autocast, load_policy, load_reference, token_logprobs
 from s3ray.train.schedule import per_update_factor, verl_factor
 
@@ -37,8 +39,8 @@ if TYPE_CHECKING:  # annotations only: an update needs no config tree
 
 @dataclass
 class Learner:
-    """The models and optimisers one worker updates (the critic is None for GRPO, the reference None
-    without a KL term). ``autocast`` opens the compute precision of their passes."""
+    """The models and optimisers one worker updates (the critic is None unless the algorithm uses one, the
+    reference None without a KL term). ``autocast`` opens the compute precision of their passes."""
 
     actor: nn.Module
     reference: nn.Module | None
@@ -56,8 +58,8 @@ class Learner:
 
 
 def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, device: torch.device) -> Learner:
-    """Actor, reference, critic (PPO), AdamW optimisers and the warm-up schedule, wrapped for the
-    process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP.
+    """Actor, reference, critic (when the algorithm uses one), AdamW optimisers and the warm-up schedule,
+    wrapped for the process group if there is one: FSDP (fp32 masters, compute in ``policy_cfg.dtype``) or DDP.
 
     torch's wrappers directly rather than Ray's ``prepare_model``: in Ray 2.60 that moves the whole model
     to the device before wrapping, and refuses FSDP without CUDA. Here FSDP moves one unit at a time, and
@@ -79,11 +81,12 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
 
     actor = wrap(load_policy(model_dir, policy_cfg))
     actor_optim = adamw(actor, cfg.actor_lr)
+    algorithm = algorithm_for(cfg)
     critic = critic_optim = None
-    if cfg.algorithm == "ppo":
+    if algorithm.uses_critic:
         critic = wrap(Critic.from_pretrained(model_dir, policy_cfg, cfg.value_head_init))
         critic_optim = adamw(critic, cfg.critic_lr)
-    updates_per_step = cfg.ppo_epochs * num_minibatches(cfg.batch_size * cfg.samples_per_question, cfg)
+    updates_per_step = cfg.ppo_epochs * num_minibatches(cfg.batch_size * algorithm.samples_per_question(cfg), cfg)
     warmup = int(cfg.warmup_ratio * cfg.steps * updates_per_step)
     schedulers = []
     if cfg.lr_warmup == "verl":  # the schedulers step once per update: the factor follows the training step
@@ -99,25 +102,12 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
                    autocast=functools.partial(autocast, policy_cfg, device, enabled=not fsdp))
 
 
-@dataclass
-class PreparedBatch:
-    """A collated shard with everything the PPO epochs need, all ``[B, L-1]`` (on the learner's device)."""
-
-    batch: TokenBatch
-    logp_old: torch.Tensor
-    advantages: torch.Tensor
-    values_old: torch.Tensor | None
-    returns: torch.Tensor | None
-    value_mask: torch.Tensor  # where the critic is trained (action tokens, or the whole response)
-    logp_ref: torch.Tensor | None = None  # GRPO: the reference log-probs of its KL loss term
-
-
 def _micro_slices(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 @torch.no_grad()
-def _forward_full_width(fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch,
+def _forward_full_width(fn: Callable[[Experience], torch.Tensor], batch: Experience,
                         micro_batch_size: int) -> torch.Tensor:
     """``fn`` over micro-batches (each trimmed to its own length), written back at full width."""
     out = torch.zeros(batch.action_mask.shape, device=batch.input_ids.device)
@@ -125,11 +115,6 @@ def _forward_full_width(fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBa
         part = fn(batch.select(torch.arange(s.start, s.stop)))
         out[s, :part.shape[1]] = part
     return out
-
-
-def _global_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    stats = distributed.all_reduce_sum(torch.stack([(x * mask).sum(), mask.sum()]))
-    return stats[0] / stats[1].clamp(min=1)
 
 
 def _train_mode(learner: Learner, training: bool) -> None:
@@ -140,8 +125,8 @@ def _train_mode(learner: Learner, training: bool) -> None:
             model.train(training)
 
 
-def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tuple[PreparedBatch, dict[str, float]]:
-    """Old and reference log-probs, values, KL-penalised rewards and advantages for one shard."""
+def prepare_batch(batch: Experience, learner: Learner, cfg: TrainConfig) -> tuple[Experience, dict[str, float]]:
+    """Old and reference log-probs, values (with a critic) and the algorithm's advantages for one shard."""
     if torch.isnan(batch.scores).any():
         raise ValueError("episodes without a reward reached the RL update (run the pool with_reward=True)")
     batch = batch.to(learner.device)
@@ -162,30 +147,17 @@ def prepare_batch(batch: TokenBatch, learner: Learner, cfg: TrainConfig) -> tupl
         logp_old = batch.rollout_logprobs
     else:
         logp_old = logprobs(learner.actor, "old_logprobs")
-        metrics["logprob_gap"] = _global_mean((batch.rollout_logprobs - logp_old).abs(), action).item()
-    logp_ref = None
+        metrics["logprob_gap"] = global_mean((batch.rollout_logprobs - logp_old).abs(), action).item()
+    logp_ref = values_old = None
     if learner.reference is not None:
         logp_ref = logprobs(learner.reference, "ref_logprobs")
-        metrics["kl"] = _global_mean((logp_old - logp_ref) * action, action).item()
-    if cfg.algorithm == "grpo":
-        # Outcome rewards only: the KL to the reference is a loss term (losses module docstring).
-        advantages = losses.grpo_advantages(batch.scores, batch.group_ids)[:, None] * action
-        return PreparedBatch(batch, logp_old, advantages, None, None, action, logp_ref), metrics
-
-    if learner.critic is None:
-        raise ValueError("PPO needs a critic")
-    with learner.autocast():
-        values_old = _forward_full_width(lambda b: learner.critic(b.input_ids, b.attention_mask), batch, mb)
-    rewards, _ = losses.kl_penalized_rewards(batch.scores, batch.last_action_index, logp_old,
-                                             logp_old if logp_ref is None else logp_ref, action, cfg.kl_coef)
-    value_mask = batch.response_mask if cfg.critic_sees_observations else action
-    advantages, returns = losses.gae_advantages(rewards, values_old * value_mask, value_mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        mean = _global_mean(advantages, value_mask)
-        var = _global_mean((advantages - mean) ** 2, value_mask)
-        advantages = losses.masked_whiten(advantages, value_mask, stats=(mean, var))
-    metrics["value_mean"] = _global_mean(values_old, value_mask).item()
-    return PreparedBatch(batch, logp_old, advantages, values_old, returns, value_mask), metrics
+        metrics["kl"] = global_mean((logp_old - logp_ref) * action, action).item()
+    if learner.critic is not None:
+        with learner.autocast():
+            values_old = _forward_full_width(lambda b: learner.critic(b.input_ids, b.attention_mask), batch, mb)
+    batch = replace(batch, logp_old=logp_old, logp_ref=logp_ref, values_old=values_old)
+    batch, advantage_metrics = algorithm_for(cfg).advantages(batch, cfg)
+    return batch, metrics | advantage_metrics
 
 
 def _step(model: nn.Module, optim: torch.optim.Optimizer, grad_clip: float) -> float:
@@ -195,14 +167,14 @@ def _step(model: nn.Module, optim: torch.optim.Optimizer, grad_clip: float) -> f
     return norm
 
 
-def ppo_epochs(prepared: PreparedBatch, learner: Learner, cfg: TrainConfig, num_minibatches: int,
+def ppo_epochs(prepared: Experience, learner: Learner, cfg: TrainConfig, num_minibatches: int,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """``cfg.ppo_epochs`` passes over the shard in ``num_minibatches`` optimiser steps.
 
     Every rank must use the same ``num_minibatches`` and shard size, so the gradient all-reduce lines up.
     Returns metrics averaged over micro-batches (grad norms over optimiser steps).
     """
-    n = len(prepared.batch)
+    n = len(prepared)
     totals: dict[str, float] = {}
     count = 0
     _train_mode(learner, True)
@@ -224,55 +196,42 @@ def ppo_epochs(prepared: PreparedBatch, learner: Learner, cfg: TrainConfig, num_
     return {k: v / (steps if k.endswith("grad_norm") else count) for k, v in totals.items()}
 
 
-def accumulate_gradients(prepared: PreparedBatch, rows: torch.Tensor, learner: Learner,
+def accumulate_gradients(prepared: Experience, rows: torch.Tensor, learner: Learner,
                          cfg: TrainConfig) -> list[dict[str, float]]:
     """Backward of one mini-batch (this rank's ``rows``), micro-batch by micro-batch, into ``.grad``.
 
-    Each loss is a token sum over the mini-batch's token count on all ranks, times the world size
-    (DDP and FSDP average gradients over ranks). Returns each micro-batch's metrics.
+    Each policy loss is a token sum over the algorithm's denominator of the mini-batch on all ranks, the
+    value loss a token sum over the mini-batch's value-token count, both times the world size (DDP and
+    FSDP average gradients over ranks). Returns each micro-batch's metrics.
     """
-    world = distributed.world_size()
-    counts = distributed.all_reduce_sum(torch.stack([prepared.batch.action_mask[rows].sum(),
-                                                     prepared.value_mask[rows].sum()]))
-    action_scale, value_scale = world / counts[0].clamp(min=1), world / counts[1].clamp(min=1)
-    return [_micro_step(_gather(prepared, rows[s]), learner, cfg, action_scale, value_scale)
+    algorithm, world = algorithm_for(cfg), distributed.world_size()
+    counts = distributed.all_reduce_sum(torch.stack([prepared.action_mask[rows].sum(),
+                                                     prepared.value_mask[rows].sum(),
+                                                     torch.tensor(float(len(rows)), device=prepared.action_mask.device)]))
+    action_scale = world / algorithm.loss_denominator(counts[0], counts[2], cfg)
+    value_scale = world / counts[1].clamp(min=1)
+    return [_micro_step(prepared.select(rows[s]), learner, cfg, action_scale, value_scale)
             for s in _micro_slices(len(rows), cfg.micro_batch_size)]
 
 
-def _gather(prepared: PreparedBatch, rows: torch.Tensor) -> PreparedBatch:
-    batch = prepared.batch.select(rows.to(prepared.batch.input_ids.device))
-    width = batch.action_mask.shape[1]
-
-    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[rows.to(t.device), :width]
-
-    return PreparedBatch(batch, cut(prepared.logp_old), cut(prepared.advantages), cut(prepared.values_old),
-                         cut(prepared.returns), cut(prepared.value_mask), cut(prepared.logp_ref))
-
-
-def _micro_step(micro: PreparedBatch, learner: Learner, cfg: TrainConfig, action_scale: torch.Tensor,
+def _micro_step(micro: Experience, learner: Learner, cfg: TrainConfig, action_scale: torch.Tensor,
                 value_scale: torch.Tensor) -> dict[str, float]:
-    b = micro.batch
     with learner.autocast():  # the forward only: backward follows the dtypes it recorded
-        logp, entropy = token_logprobs(learner.actor, b, b.temperature, with_entropy=True,
+        logp, entropy = token_logprobs(learner.actor, micro, micro.temperature, with_entropy=True,
                                        chunk_tokens=cfg.logprob_chunk_tokens)
-    pg_sum, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, b.action_mask,
+    pg_sum, clip_frac = losses.policy_loss(logp, micro.logp_old, micro.advantages, micro.action_mask,
                                            cfg.clip_ratio, reduce="sum")
-    entropy_sum = (entropy * b.action_mask).sum()
-    loss = pg_sum - cfg.entropy_coef * entropy_sum
-    tokens = b.action_mask.sum().clamp(min=1)
-    stats = {}
-    if micro.logp_ref is not None:  # GRPO
-        kl_sum = (losses.kl_k3(logp, micro.logp_ref) * b.action_mask).sum()
-        loss = loss + cfg.kl_coef * kl_sum
-        stats["kl_loss"] = (kl_sum / tokens).item()
+    entropy_sum = (entropy * micro.action_mask).sum()
+    extra_sum, stats = algorithm_for(cfg).extra_loss(logp, micro, cfg)
+    loss = pg_sum - cfg.entropy_coef * entropy_sum + extra_sum
     (loss * action_scale).backward()
+    tokens = micro.action_mask.sum().clamp(min=1)
     stats |= {"policy_loss": (pg_sum / tokens).item(), "entropy": (entropy_sum / tokens).item(),
-             "clip_fraction": clip_frac.item(),
-             "ratio_mean": losses.masked_mean(torch.exp(logp - micro.logp_old), b.action_mask).item()}
+              "clip_fraction": clip_frac.item(),
+              "ratio_mean": losses.masked_mean(torch.exp(logp - micro.logp_old), micro.action_mask).item()}
     if learner.critic is not None:
         with learner.autocast():
-            values = learner.critic(b.input_ids, b.attention_mask)
+            values = learner.critic(micro.input_ids, micro.attention_mask)
         v_sum, v_clip = losses.value_loss(values, micro.values_old, micro.returns, micro.value_mask,
                                           cfg.value_clip, reduce="sum")
         (v_sum * value_scale).backward()

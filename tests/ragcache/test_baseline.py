@@ -7,14 +7,14 @@ import asyncio
 import pytest
 
 from s3ray.agent.episode import Episode
-from s3ray.agent.reward import RewardScorer
 from s3ray.config import load_config
 from s3ray.inference.base import GatheredContext
 from s3ray.inference.store import append_records
 from s3ray.ragcache.baseline import baseline_contexts_dir, load_baseline_docs
-from s3ray.ragcache.cache import RagCache
-from s3ray.ragcache.naive import score_docs
-from s3ray.ragcache.record import CacheIdentity
+from s3ray.reward.cache import RagCache
+from s3ray.reward.gbr import RewardScorer
+from s3ray.reward.naive import score_docs
+from s3ray.reward.record import CacheIdentity
 from s3ray.scoring.genacc import GenAccScorer
 from s3ray.types import Doc, Question
 

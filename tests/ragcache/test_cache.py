@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from s3ray.ragcache.cache import RagCache, filter_training, is_yes_no
-from s3ray.ragcache.naive import score_naive_rag
 from s3ray.ragcache.precompute import write_part
-from s3ray.ragcache.record import CacheIdentity, RagRecord
+from s3ray.reward.cache import RagCache, filter_training, is_yes_no
+from s3ray.reward.naive import score_naive_rag
+from s3ray.reward.record import CacheIdentity, RagRecord
 from s3ray.types import Doc, Question
 
 IDENTITY = CacheIdentity("reader:minilm", "dense:minilm:flat:corpus.jsonl", 3, "none")

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from s3ray.config import load_config
-from s3ray.ragcache.cache import RagCache, read_records, training_questions
 from s3ray.ragcache.precompute import precompute
-from s3ray.ragcache.record import CacheIdentity
+from s3ray.reward.cache import RagCache, read_records, training_questions
+from s3ray.reward.record import CacheIdentity
 
 pytestmark = pytest.mark.ray
 

@@ -9,8 +9,8 @@ import pytest
 
 from s3ray.cli import main
 from s3ray.config import DatasetSpec, load_config
-from s3ray.ragcache.cache import RagCache, filter_training
 from s3ray.ragcache.s3_import import import_rag_cache, s3_entries
+from s3ray.reward.cache import RagCache, filter_training
 
 TRAIN = [
     {"id": "train_0", "question": "who wrote hamlet", "golden_answers": ["William Shakespeare"]},

@@ -6,7 +6,7 @@ with naive RAG's top-k docs.
 
 The RAG term is read from the naive-RAG cache (or, with ``rag_cache.baseline`` naming a gatherer, from the
 cache of that gatherer's contexts: a "gain beyond" any baseline; a miss is then an error). A question missing from the cache is recomputed with
-the same generator, retriever and k through :func:`s3ray.ragcache.naive.score_naive_rag` (never a
+the same generator, retriever and k through :func:`s3ray.reward.naive.score_naive_rag` (never a
 zero-shot answer, the seed's inconsistent fallback), and remembered for later samples.
 The trainer puts the scalar on the episode's last action token (see :mod:`s3ray.agent.episode`).
 """
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from s3ray.agent.episode import Episode
+from s3ray.reward.naive import answer_and_score, score_naive_rag
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,12 @@ class RewardScorer:
             ep.reward = gain_beyond_rag(ep.acc_s3, ep.acc_rag, self.variant)
 
     async def _score_contexts(self, episodes: Sequence[Episode]) -> list[tuple[float, str]]:
-        from s3ray.generation.prompts import answer_messages_as
-
-        answers = await self.generator.achat_many([answer_messages_as(self.answer_prompt, ep.question, ep.context)
-                                                   for ep in episodes])
-        scores = await self.scorer.score_many([(ep.question, answer, ep.golden_answers)
-                                               for ep, answer in zip(episodes, answers, strict=True)])
+        _, scores = await answer_and_score([(ep.question, ep.context, ep.golden_answers) for ep in episodes],
+                                           self.generator, self.scorer, self.answer_prompt)
         return [(s.genacc, s.decided_by) for s in scores]
 
     async def _rag_accuracies(self, episodes: Sequence[Episode]) -> dict[str, float]:
         """question id -> naive RAG's GenAcc: from the cache, else recomputed once."""
-        from s3ray.ragcache.naive import score_naive_rag
-
         out: dict[str, float] = {}
         missing: dict[str, Question] = {}
         for ep in episodes:

@@ -1,5 +1,6 @@
 """Naive RAG for a batch of questions: one batched retrieve, concurrent answers, GenAcc; and the same
-answering and scoring for docs another gatherer found (:func:`score_docs`).
+answering and scoring for docs another gatherer found (:func:`score_docs`) and for the searcher's own
+context (:func:`answer_and_score`, the reward's other term).
 
 The precompute and the reward's cache-miss recompute both call :func:`score_naive_rag`, so a cached
 score and a recomputed one mean the same thing.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from s3ray.ragcache.record import CacheIdentity, RagRecord
+from s3ray.reward.record import CacheIdentity, RagRecord
 from s3ray.types import Doc, Question
 
 
@@ -26,16 +27,23 @@ async def score_naive_rag(questions: Sequence[Question], retriever_client, gener
     return await score_docs(questions, results, generator_client, scorer, identity, answer_prompt)
 
 
+async def answer_and_score(items: Sequence[tuple[str, Sequence[Doc], Sequence[str]]], generator_client, scorer,
+                           answer_prompt: str = "s3ray") -> tuple[list[str], list]:
+    """(answers, GenAcc scores) of the generator answering each ``(question, docs, golds)``: the one way both
+    terms of the reward are measured (the searcher's context and naive RAG's docs)."""
+    from s3ray.generation.prompts import answer_messages_as
+
+    answers = await generator_client.achat_many([answer_messages_as(answer_prompt, q, list(d)) for q, d, _ in items])
+    scores = await scorer.score_many([(q, a, golds) for (q, _, golds), a in zip(items, answers, strict=True)])
+    return answers, scores
+
+
 async def score_docs(questions: Sequence[Question], docs: Sequence[Sequence[Doc]], generator_client, scorer,
                      identity: CacheIdentity, answer_prompt: str = "s3ray") -> list[RagRecord]:
     """The generator's answer with each question's docs, scored: naive RAG's, or another gatherer's
     cached contexts (``rag_cache.baseline``)."""
-    from s3ray.generation.prompts import answer_messages_as
-
-    answers = await generator_client.achat_many([answer_messages_as(answer_prompt, q.question, list(d))
-                                                 for q, d in zip(questions, docs, strict=True)])
-    scores = await scorer.score_many([(q.question, a, q.golden_answers)
-                                      for q, a in zip(questions, answers, strict=True)])
+    items = [(q.question, d, q.golden_answers) for q, d in zip(questions, docs, strict=True)]
+    answers, scores = await answer_and_score(items, generator_client, scorer, answer_prompt)
     return [RagRecord(question_id=q.id, source=q.source, question=q.question, golds=list(q.golden_answers),
                       doc_ids=[x.id for x in d], answer=a, genacc=s.genacc, span=s.span, judge=s.judge,
                       em=s.em, f1=s.f1, decided_by=s.decided_by, generator=identity.generator,

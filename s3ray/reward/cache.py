@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from s3ray.config import S3Config
-from s3ray.ragcache.record import CacheIdentity, RagRecord
+from s3ray.reward.record import CacheIdentity, RagRecord
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)

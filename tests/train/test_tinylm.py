@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from s3ray.tinylm import S3_TAGS, ensure_tiny_model
+from s3ray.train.tinylm import S3_TAGS, ensure_tiny_model
 
 
 def test_tiny_model_is_a_loadable_hf_folder(tiny_model_dir):
@@ -35,7 +35,7 @@ def _bridge_texts(num_companies: int) -> list[str]:
 
 
 def test_capitalised_words_are_whole_names():
-    from s3ray.tinylm import build_tokenizer, capitalised_words, searcher_format_texts
+    from s3ray.train.tinylm import build_tokenizer, capitalised_words, searcher_format_texts
 
     texts = _bridge_texts(40)
     tok = build_tokenizer([*texts, *searcher_format_texts(20)], 600)
@@ -52,7 +52,7 @@ def test_copy_pretraining_teaches_whole_names_from_the_context():
     the copy pretraining once did, left them worse than before: 6.5 -> 8.9 here, and the learning check's
     searcher then wrote names that were not in its context.)"""
     from s3ray.config import TinyModelConfig
-    from s3ray.tinylm import (
+    from s3ray.train.tinylm import (
         build_model,
         build_tokenizer,
         copy_examples,
