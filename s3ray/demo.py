@@ -273,6 +273,15 @@ def _summary(cfg: S3Config, cluster_url: str, timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def missing_inputs(cfg: S3Config) -> list[Path]:
+    """The corpus and question files the demo reads, where none of its stages writes them (``generate``
+    writes the learning check's world)."""
+    if "generate" in cfg.demo.stages:
+        return []
+    paths = [Path(cfg.corpus.path), *(Path(spec.path) for spec in (*cfg.data.train, *cfg.data.dev))]
+    return [path for path in paths if not path.exists()]
+
+
 def run_demo(cfg: S3Config) -> int:
     from ray.job_submission import JobSubmissionClient
 
@@ -286,6 +295,12 @@ def run_demo(cfg: S3Config) -> int:
     unknown = [s for s in cfg.demo.stages if s not in JOB_STAGES]
     if unknown:
         print(f"s3ray demo: unknown stages {unknown}; known: {list(JOB_STAGES)}", file=sys.stderr)
+        return 2
+    missing = missing_inputs(cfg)
+    if missing:  # before a cluster starts: the first stage would fail on it minutes later
+        print(f"s3ray demo: missing input files: {', '.join(map(str, missing))}. The data folder is "
+              f"{cfg.paths.data_dir} (by default ../shared/data beside the checkout); set "
+              "paths.data_dir=... or S3RAY_DATA_DIR.", file=sys.stderr)
         return 2
 
     external = cfg.cluster.address or os.environ.get("RAY_ADDRESS")

@@ -62,15 +62,27 @@ def test_auth_token_is_created_where_ray_reads_it(tmp_path, monkeypatch):
         demo.ensure_auth_token(ray_bin)
 
 
+def test_missing_inputs_are_named_before_a_cluster_starts(tmp_path, capsys):
+    cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", f"corpus.path={tmp_path}/missing.jsonl"])
+    assert run_demo(cfg) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl" in err and "paths.data_dir" in err
+    assert not (tmp_path / "logs" / "ray_head.log").exists()  # no cluster was started for it
+    generated = load_config("learning_check", [f"paths.work_dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
+    assert demo.missing_inputs(generated) == []  # its generate stage writes them
+
+
 @pytest.mark.ray
 def test_a_failed_stage_is_named_and_fails_the_demo(tmp_path, capsys):
-    cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", f"corpus.path={tmp_path}/missing.jsonl",
+    corpus = tmp_path / "broken.jsonl"
+    corpus.write_text("this line is not JSON\n")
+    cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", f"corpus.path={corpus}",
                                   "demo.stages=[index]", "cluster.num_cpus=2"])
     assert run_demo(cfg) == 1
     captured = capsys.readouterr()
     assert "stage 'index'" in captured.err and "FAILED" in captured.err
-    # The job's own log, streamed line by line under the stage's prefix: the error names the missing file.
-    assert any(line.startswith("[index] ") and "missing.jsonl" in line for line in captured.out.splitlines())
+    # The job's own log, streamed line by line under the stage's prefix: the job's traceback is there.
+    assert any(line.startswith("[index] ") and "Error" in line for line in captured.out.splitlines())
 
 
 @pytest.mark.ray
