@@ -1,28 +1,37 @@
-"""Training checkpoints: the learner's trainable weights, optimiser and scheduler states, and RNG state.
+"""Training checkpoints in shards: the learner's trainable weights through ``torch.distributed.checkpoint``
+(DCP), each rank's optimiser states, schedulers and RNG state as its own file, and the step's meta.
 
-Under FSDP every rank holds a shard, so gathering is collective: :func:`gather_state` runs on every rank
-and gives rank 0 full (unsharded, CPU) state dicts (FSDP's ``FULL_STATE_DICT`` and
-``FSDP.optim_state_dict``). :func:`load` runs on every rank with the full dicts read from the checkpoint
-folder, and FSDP re-shards them (``load_state_dict`` under the same state-dict type,
-``FSDP.optim_state_dict_to_load``). Without FSDP (one process or DDP replicas) rank 0's copy is the state.
+Every rank writes and reads only what it holds; no rank ever gathers the full fp32 model and Adam states
+(176 GB for the 7B preset). Weights: under FSDP each rank's shards, under DDP replicas DCP splits the
+identical tensors among the ranks (each writes about 1/world of them), in one process the same call on one
+rank; keyed by parameter name (no ``_fsdp_wrapped_module.`` or ``module.`` prefix), so
+:func:`export_checkpoint` assembles a Hugging Face folder from them offline, in one CPU process.
 
-RNG: every rank seeds the same and draws the same numbers (the mini-batch order), so rank 0's RNG state
-is every rank's; a resumed run continues the uninterrupted run's random stream.
+Optimiser states: each rank's own ``optim.state_dict()`` (under FSDP its local flat shards), read back by
+the same rank. A resumed run has the same ranks and wrapping (``train.num_workers`` and ``train.strategy``
+are part of the run's identity), so nothing needs re-sharding. FSDP's sharded optimiser state dict (the
+DCP route) was tried first: in torch 2.13 it all-gathers each unit's full state, and on 2 gloo ranks it
+aborted with a gloo collective mismatch (bench/bench_checkpoint.py's model, after one optimiser step).
+
+Folder layout: ``shards/`` (DCP's ``*.distcp`` files and its ``.metadata``), ``host_<rank>.pt`` (that rank's
+optimiser states, schedulers and RNG state: a resumed rank continues its own random stream exactly) and the
+completion marker ``state.json`` (:mod:`s3ray.train.checkpoint_store`), written last, by rank 0, once DCP
+has returned, i.e. once every rank has written its host file and its shards.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from s3ray.train.distributed import is_fsdp, offload_to_cpu
+from s3ray.train import distributed
+from s3ray.train.checkpoint_store import mark_complete, read_meta
 from s3ray.train.policy import export_pretrained, hf_state_dict, load_policy, unwrap
 from s3ray.train.update import Learner
 
@@ -31,62 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHARDS_DIR = "shards"
 _FSDP_PREFIX = "_fsdp_wrapped_module."
 
 
-def _trainable_names(model: nn.Module) -> set[str]:
-    """The trainable parameters' names as a (full) state dict names them."""
-    return {n.replace(_FSDP_PREFIX, "") for n, p in unwrap(model).named_parameters() if p.requires_grad}
-
-
-@contextlib.contextmanager
-def _full_state_dicts(model: nn.Module, rank0_only: bool):
-    """FSDP's full (unsharded) state-dict mode for the model and its optimiser; a no-op without FSDP."""
-    if not is_fsdp(model):
-        yield
-        return
-    from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    offload = offload_to_cpu(model)
-    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
-                              FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
-                              FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):
-        yield
-
-
-def _model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    trainable = _trainable_names(model)
-    with _full_state_dicts(model, rank0_only=True):
-        state = (model if is_fsdp(model) else unwrap(model)).state_dict()
-    return {k: v.detach().cpu() for k, v in state.items() if k in trainable}
-
-
-def _optim_state(model: nn.Module, optim: torch.optim.Optimizer) -> dict[str, Any]:
-    if not is_fsdp(model):
-        return optim.state_dict()
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    with _full_state_dicts(model, rank0_only=True):
-        return FSDP.optim_state_dict(model, optim)
-
-
-def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    with _full_state_dicts(model, rank0_only=False):
-        missing, unexpected = (model if is_fsdp(model) else unwrap(model)).load_state_dict(state, strict=False)
-    lost = _trainable_names(model) & {k.replace(_FSDP_PREFIX, "") for k in missing}
-    if lost or unexpected:
-        raise RuntimeError(f"checkpoint does not match the model: missing {sorted(lost)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
-
-
-def _load_optim_state(model: nn.Module, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    if is_fsdp(model):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with _full_state_dicts(model, rank0_only=False):
-            state = FSDP.optim_state_dict_to_load(model, optim, state)
-    optim.load_state_dict(state)
+def _host_file(directory: Path, rank: int) -> Path:
+    return directory / f"host_{rank}.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -103,107 +62,99 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
 
 
-def gather_state(learner: Learner) -> dict[str, Any]:
-    """Everything a checkpoint holds, full and on CPU on rank 0 (collective under FSDP: call on every rank;
-    the other ranks' copy is partial and must not be saved)."""
-    state: dict[str, Any] = {"actor": _model_state(learner.actor),
-                             "actor_optim": _optim_state(learner.actor, learner.actor_optim),
-                             "schedulers": [s.state_dict() for s in learner.schedulers], "rng": rng_state()}
-    if learner.critic is not None:
-        state["critic"] = _model_state(learner.critic)
-        state["critic_optim"] = _optim_state(learner.critic, learner.critic_optim)
-    return state
+def _options():
+    """Trainable parameters only (LoRA adapters, the unfrozen top layers: frozen ones come back from the
+    weights the run started from). ``strict=False``: loading leaves the frozen parameters alone (DCP's load
+    has already failed on any trainable one the checkpoint lacks)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
-def save(directory: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write :func:`gather_state`'s result (rank 0's) and ``meta`` (step, data position, run id)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(state, directory / "learner.pt")
-    (directory / "state.json").write_text(json.dumps(meta, indent=1))
+def _models(learner: Learner) -> dict[str, nn.Module]:
+    return {name: model for name, model in (("actor", learner.actor), ("critic", learner.critic)) if model}
+
+
+def _optimizers(learner: Learner) -> list[torch.optim.Optimizer]:
+    return [optim for optim in (learner.actor_optim, learner.critic_optim) if optim is not None]
+
+
+def _trainable_names(model: nn.Module) -> set[str]:
+    """The trainable parameters' names as state dicts name them, each once: a tied weight (the LM head of
+    a model with tied embeddings) is saved under one name only, as ``named_parameters`` lists it."""
+    return {n.replace(_FSDP_PREFIX, "") for n, p in unwrap(model).named_parameters() if p.requires_grad}
+
+
+def _model_state(model: nn.Module) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    trainable = _trainable_names(model)
+    return {k: v for k, v in get_model_state_dict(model, options=_options()).items() if k in trainable}
+
+
+def sharded_weights(learner: Learner) -> dict[str, Any]:
+    """The trainable weights as this rank holds them (under FSDP its shards, never unsharded): what
+    :func:`save` writes through DCP, and the targets :func:`load` reads into."""
+    return {name: _model_state(model) for name, model in _models(learner).items()}
+
+
+def host_state(learner: Learner) -> dict[str, Any]:
+    """This rank's own file: its optimiser states (under FSDP its local shards), schedulers, RNG."""
+    return {"optimizers": [o.state_dict() for o in _optimizers(learner)],
+            "schedulers": [s.state_dict() for s in learner.schedulers], "rng": rng_state()}
+
+
+def save(directory: Path, learner: Learner, meta: dict[str, Any]) -> None:
+    """Every rank (collective): write this rank's schedulers, RNG and shards; rank 0 last the marker with
+    ``meta`` (step, data position, run id, the weights the trainable ones apply to). A folder left
+    incomplete by a killed attempt at this step is removed first."""
+    import torch.distributed.checkpoint as dcp
+
+    rank = distributed.rank()
+    if rank == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+    distributed.barrier()  # no rank writes into the folder before it is fresh
+    torch.save(host_state(learner), _host_file(directory, rank))
+    dcp.save(sharded_weights(learner), checkpoint_id=str(directory / SHARDS_DIR))
+    if rank == 0:  # DCP returns on rank 0 after every rank's write finished and its .metadata is written
+        mark_complete(directory, meta)
 
 
 def load(directory: Path, learner: Learner) -> dict[str, Any]:
-    """Restore the learner and the RNG from a checkpoint folder (on every rank); returns its meta."""
-    state = torch.load(directory / "learner.pt", weights_only=False)
-    _load_model_state(learner.actor, state["actor"])
-    _load_optim_state(learner.actor, learner.actor_optim, state["actor_optim"])
-    if learner.critic is not None:
-        _load_model_state(learner.critic, state["critic"])
-        _load_optim_state(learner.critic, learner.critic_optim, state["critic_optim"])
-    for scheduler, saved in zip(learner.schedulers, state["schedulers"], strict=True):
-        scheduler.load_state_dict(saved)
-    set_rng_state(state["rng"])
-    return json.loads((directory / "state.json").read_text())
-
-
-# ------------------------------------------------------------------------------------------------
-# Sharded checkpoints (torch.distributed.checkpoint): each rank writes and reads its own shards. Not yet
-# what the trainer calls (it still saves the full gather above); the trainer's resume is being changed
-# in parallel, and switching it over is the next step.
-# ------------------------------------------------------------------------------------------------
-SHARDED_DIR = "sharded"
-
-
-def _sharded_state(learner: Learner) -> dict[str, Any]:
-    """Model and optimiser state dicts as this rank holds them (under FSDP: its shards, unsharded never),
-    via torch.distributed.checkpoint.state_dict.get_state_dict; they double as load targets."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    state = {}
-    for name, model, optim in (("actor", learner.actor, learner.actor_optim),
-                               ("critic", learner.critic, learner.critic_optim)):
-        if model is not None:
-            state[name], state[f"{name}_optim"] = get_state_dict(model, optim, options=_dcp_options())
-    return state
-
-
-def _dcp_options():
-    """Optimizer state keyed by parameter name, one leaf per tensor and hyper-parameter: the same keys on
-    every rank and for a fresh optimizer, which DCP's load plan matches against what was saved."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(flatten_optimizer_state_dict=True)
-
-
-def save_sharded(directory: Path, learner: Learner, meta: dict[str, Any], rank: int) -> None:
-    """Every rank: ``dcp.save`` writes this rank's shards of the weights and optimiser states; rank 0 also
-    writes the schedulers, the RNG (the same on every rank) and ``meta``."""
+    """Every rank (collective): read this rank's shards into the learner, restore its optimisers, schedulers
+    and RNG; returns the checkpoint's meta."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-    directory.mkdir(parents=True, exist_ok=True)
-    dcp.save(_sharded_state(learner), checkpoint_id=str(directory / SHARDED_DIR))
-    if rank == 0:
-        torch.save({"schedulers": [s.state_dict() for s in learner.schedulers], "rng": rng_state()},
-                   directory / "host.pt")
-        (directory / "state.json").write_text(json.dumps(meta, indent=1))
-
-
-def load_sharded(directory: Path, learner: Learner) -> dict[str, Any]:
-    """Every rank: ``dcp.load`` reads only this rank's shards into the learner; returns the meta."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-
-    state = _sharded_state(learner)
-    dcp.load(state, checkpoint_id=str(directory / SHARDED_DIR))
-    for name, model, optim in (("actor", learner.actor, learner.actor_optim),
-                               ("critic", learner.critic, learner.critic_optim)):
-        if model is not None:
-            set_state_dict(model, optim, model_state_dict=state[name], optim_state_dict=state[f"{name}_optim"],
-                           options=_dcp_options())
-    host = torch.load(directory / "host.pt", weights_only=False)
+    weights = sharded_weights(learner)
+    dcp.load(weights, checkpoint_id=str(directory / SHARDS_DIR))
+    for name, model in _models(learner).items():
+        set_model_state_dict(model, weights[name], options=_options())
+    host = torch.load(_host_file(directory, distributed.rank()), weights_only=False)
+    for optim, saved in zip(_optimizers(learner), host["optimizers"], strict=True):
+        optim.load_state_dict(saved)
     for scheduler, saved in zip(learner.schedulers, host["schedulers"], strict=True):
         scheduler.load_state_dict(saved)
     set_rng_state(host["rng"])
-    return json.loads((directory / "state.json").read_text())
+    return read_meta(directory)
+
+
 def export_checkpoint(directory: Path, policy_cfg: PolicyConfig, out_dir: Path) -> Path:
-    """A kept checkpoint as a Hugging Face model folder (LoRA merged): its trainable weights loaded onto the
-    weights they were trained from (the checkpoint's ``init_model_dir``), written by :func:`export_pretrained`."""
-    meta = json.loads((directory / "state.json").read_text())
+    """A complete checkpoint as a Hugging Face model folder (LoRA merged), in this one process on CPU: the
+    actor's trainable weights read from the shards (whatever world size wrote them) onto the weights they
+    were trained from (the meta's ``init_model_dir``), written by :func:`export_pretrained`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    meta = read_meta(directory)
     base = Path(meta["init_model_dir"])
     if not base.is_dir():
         raise FileNotFoundError(f"{directory} was trained from {base}, which is gone: it cannot be exported")
     actor = load_policy(base, policy_cfg)
-    _load_model_state(actor, torch.load(directory / "learner.pt", weights_only=False)["actor"])
+    state = {"actor": _model_state(actor)}
+    dcp.load(state, checkpoint_id=str(directory / SHARDS_DIR), no_dist=True)  # the actor's keys only
+    set_model_state_dict(actor, state["actor"], options=_options())
     return export_pretrained(hf_state_dict(actor), base, out_dir)
 
 

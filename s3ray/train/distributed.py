@@ -32,6 +32,12 @@ def world_size() -> int:
     return dist.get_world_size() if dist else 1
 
 
+def barrier() -> None:
+    dist = process_group()
+    if dist is not None:
+        dist.barrier()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (a copy; ``t`` itself is untouched)."""
     dist = process_group()

@@ -1,7 +1,7 @@
 """Which config a training folder's warm start and checkpoints belong to.
 
-``train.dir`` holds the warm-started model and Ray Train's checkpoints, and a re-run resumes from them.
-That is right for the same run (a crash, a longer ``train.steps``) and silently wrong for another one: a
+``train.dir`` holds the warm-started model and the run's checkpoints (under ``ray_train``), and a re-run
+resumes from them. That is right for the same run (a crash, a longer ``train.steps``) and silently wrong for another one: a
 re-run with another learning rate, warm start or reward would continue the old run's weights. So the
 folder records the config it was trained with (``identity.json``), and a run whose config differs moves
 the old run aside (nothing is deleted) and starts afresh, naming the keys that differ.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from s3ray.config import S3Config
+from s3ray.train.checkpoint_store import complete_steps, is_complete, step_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,36 +82,36 @@ def superseded_dir(train_dir: Path) -> Path:
 
 
 def checkpoints_dir(cfg: S3Config) -> Path:
-    """Where Ray Train keeps this run's checkpoints (``step_NNNNNN`` folders; the run name keys resume)."""
+    """Where this run's checkpoints live (``step_NNNNNN`` folders, beside Ray Train's own files of the run:
+    on shared storage in a cluster, as every rank writes its shards there; the run name keys resume)."""
     from s3ray.tracking import run_name
 
     return Path(cfg.train.dir) / "ray_train" / run_name(cfg, "train")
 
 
 def checkpoint_path(cfg: S3Config, step: int) -> Path:
-    return checkpoints_dir(cfg) / f"step_{step:06d}"
+    return step_folder(checkpoints_dir(cfg), step)
 
 
 def kept_steps(cfg: S3Config) -> list[int]:
-    """The steps whose checkpoints are on disk (complete: with their state.json), in order."""
-    folder = checkpoints_dir(cfg)
-    return sorted(int(p.name.removeprefix("step_")) for p in folder.glob("step_*") if (p / "state.json").is_file())
+    """The steps whose checkpoints are on disk and complete, in order."""
+    return complete_steps(checkpoints_dir(cfg))
 
 
 def apply_resume_choice(cfg: S3Config) -> Path | None:
     """Apply ``train.resume`` before the trainer starts. Returns the checkpoint folder to start from, or
-    None: under ``auto`` Ray Train resumes the run's own last checkpoint, if any; under ``never`` and with
-    a path the run's own checkpoints are moved to ``train.dir/superseded`` first (Ray Train would
-    otherwise resume the latest of them), and a chosen folder among them is followed there."""
+    None: under ``auto`` the trainer resumes the run's own newest complete checkpoint, if any; under
+    ``never`` and with a path the run's own checkpoints are moved to ``train.dir/superseded`` first (the
+    trainer would otherwise resume the newest of them), and a chosen folder among them is followed there."""
     choice = cfg.train.resume
     if choice == "auto":
         return None
     chosen = None
     if choice != "never":
         chosen = Path(choice).expanduser().resolve()
-        if not (chosen / "state.json").is_file() or not (chosen / "learner.pt").is_file():
-            raise ValueError(f"train.resume={choice!r} is not a checkpoint folder (state.json and learner.pt); "
-                             "use auto, never or a step_N folder under train.dir/ray_train")
+        if not is_complete(chosen):
+            raise ValueError(f"train.resume={choice!r} is not a complete checkpoint folder (its state.json is "
+                             "written last); use auto, never or a step_N folder under train.dir/ray_train")
     own = checkpoints_dir(cfg)
     if own.exists():
         moved = superseded_dir(Path(cfg.train.dir)) / "ray_train" / own.name

@@ -11,10 +11,11 @@ of the worker loop (:func:`train_loop`) reads in order:
 3. **prepare**: each rank computes old/ref log-probs and values, and advantages;
 4. **epochs**: the PPO epochs (DDP or FSDP sync the gradients);
 5. **publish**: the new weights go to the pool with ``version = step``;
-6. **report**: rank 0 logs the step to MLflow; every ``checkpoint_every`` steps the ranks report a
-   checkpoint (:mod:`s3ray.train.checkpoint`). A re-run with the same ``train.dir``, run name and
-   training config resumes from it, pushing the checkpoint's weights to the pool before sampling; a
-   run of another config is moved aside first (:mod:`s3ray.train.identity`).
+6. **report**: rank 0 logs the step to MLflow; every ``checkpoint_every`` steps every rank writes its
+   shards of a checkpoint (:mod:`s3ray.train.checkpoint`). A re-run with the same ``train.dir``, run name
+   and training config, after a kill at any point, resumes from the newest complete one
+   (:mod:`s3ray.train.checkpoint_store`), pushing its weights to the pool before sampling; a run of
+   another config is moved aside first (:mod:`s3ray.train.identity`).
 
 The final policy is exported in Hugging Face format to ``train.export_dir``.
 """
@@ -24,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
 from s3ray.train.algorithms import algorithm_for
 from s3ray.train.batch import collate_episodes
-from s3ray.train.identity import checkpoint_path
+from s3ray.train.checkpoint_store import newest_complete, prune
+from s3ray.train.identity import checkpoint_path, checkpoints_dir
 from s3ray.train.policy import export_pretrained
 from s3ray.train.step_metrics import StepClock, episode_metrics, episode_table
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
@@ -106,14 +106,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
     learner = build_learner(model_dir, cfg.policy, tc, device)
     start_step, run_id = 0, None
-    ckpt = ray.train.get_checkpoint()  # this run's own last one (a worker-group restart) comes first
-    if ckpt is None and config["resume_from"]:
-        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])  # train.resume=<path>
-    if ckpt is not None:
-        with ckpt.as_directory() as ckpt_dir:
-            meta = checkpoint.load(Path(ckpt_dir), learner)
+    resume = distributed.scatter([resume_folder(cfg, config["resume_from"])] * world if rank == 0 else None)
+    if resume is not None:
+        meta = checkpoint.load(resume, learner)
         start_step, run_id = meta["step"], meta["mlflow_run_id"]
-        log.info("rank %d: resumed from step %d (data position %d)", rank, start_step, meta["data_position"])
+        log.info("rank %d: resumed from %s (step %d, data position %d)", rank, resume, start_step,
+                 meta["data_position"])
 
     with contextlib.ExitStack() as stack:
         if rank == 0:
@@ -160,6 +158,14 @@ def train_loop(config: dict[str, Any]) -> None:
             finish(cfg, final_state, model_dir, run_id)
 
 
+def resume_folder(cfg: S3Config, resume_from: str | None) -> Path | None:
+    """The checkpoint a (re-)started run loads: the run's own newest complete one (a re-run, a killed run,
+    a worker-group restart), else ``train.resume=<path>``'s, else None. Rank 0 decides and tells the others:
+    on shared storage another node may list the folder a moment late."""
+    own = newest_complete(checkpoints_dir(cfg))
+    return own or (Path(resume_from) if resume_from else None)
+
+
 def is_eval_step(step: int, eval_every: int, steps: int) -> bool:
     """Dev evaluation runs every ``eval_every`` steps and at the last one (never when ``eval_every`` is 0)."""
     return eval_every > 0 and (step % eval_every == 0 or step == steps)
@@ -173,11 +179,11 @@ def dev_metrics(episodes: list[Episode]) -> dict[str, float]:
 
 def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str | None, cfg: S3Config,
            model_dir: Path) -> None:
-    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps with a checkpoint, which the
-    MLflow run links by a tag (``s3ray.checkpoint.step_N``: its folder, for ``s3ray export --step N``)."""
+    """Log the step (rank 0) and report it to Ray Train; on checkpoint steps every rank first writes its
+    shards of a checkpoint, which the MLflow run links by a tag (``s3ray.checkpoint.step_N``: its folder,
+    for ``s3ray export --step N``), and rank 0 prunes the older ones once it is complete."""
     import mlflow
     import ray.train
-    from ray.train import Checkpoint
 
     tc = cfg.train
     if distributed.rank() == 0:
@@ -191,24 +197,17 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
                  metrics.get("old_logprobs_s", 0.0), metrics.get("ref_logprobs_s", 0.0), metrics["update_s"])
         if "dev_genacc" in metrics:
             log.info("step %d/%d: dev GenAcc %.3f GBR %.3f", step, tc.steps, metrics["dev_genacc"], metrics["dev_gbr"])
-    if step % tc.checkpoint_every and step != tc.steps:
-        ray.train.report(metrics)
-        return
-    state = checkpoint.gather_state(learner)  # collective under FSDP
-    if distributed.rank() != 0:
-        ray.train.report(metrics)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="s3ray-ckpt-"))
-    try:
+    if not step % tc.checkpoint_every or step == tc.steps:
+        folder = checkpoint_path(cfg, step)
         # init_model_dir: the weights the trainable ones apply to (the warm start's or the base model's)
-        checkpoint.save(tmp, state, {"step": step, "data_position": step * tc.batch_size, "mlflow_run_id": run_id,
-                                     "algorithm": tc.algorithm, "init_model_dir": str(model_dir)})
-        kept = checkpoint_path(cfg, step)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=kept.name)
-        mlflow.set_tag(f"s3ray.checkpoint.{kept.name}", str(kept))
-        log.info("checkpoint at step %d: %s", step, kept)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoint.save(folder, learner, {"step": step, "data_position": step * tc.batch_size,
+                                          "mlflow_run_id": run_id, "algorithm": tc.algorithm,
+                                          "init_model_dir": str(model_dir)})
+        if distributed.rank() == 0:
+            pruned = prune(folder.parent, tc.checkpoints_to_keep)
+            mlflow.set_tag(f"s3ray.checkpoint.{folder.name}", str(folder))
+            log.info("checkpoint at step %d: %s (pruned steps %s)", step, folder, pruned or "none")
+    ray.train.report(metrics)
 
 
 def finish(cfg: S3Config, state: dict[str, torch.Tensor], model_dir: Path, run_id: str) -> None:
@@ -270,7 +269,7 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
     """The TorchTrainer over ``pool`` (any actor with ``run`` and ``update_weights``); returns its Result.
     ``resume_from``: a checkpoint folder to start from when the run has none of its own."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from s3ray import tracking
@@ -287,9 +286,9 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo", timeout_s=tc.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),
-        # A run of the same name under the same storage path resumes from its last checkpoint.
+        # The workers keep the run's checkpoints themselves, in the run's folder under the storage path
+        # (resume_folder, report); Ray Train is given none to list.
         run_config=RunConfig(name=tracking.run_name(cfg, "train"), storage_path=str(Path(tc.dir) / "ray_train"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep),
                              failure_config=FailureConfig(max_failures=tc.max_failures)),
     )
     result = trainer.fit()

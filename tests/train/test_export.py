@@ -5,22 +5,26 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-from s3ray.config import PolicyConfig
+from s3ray.config import PolicyConfig, TrainConfig
 from s3ray.train import checkpoint
-from s3ray.train.policy import hf_state_dict, load_policy
+from s3ray.train.policy import hf_state_dict
+from s3ray.train.update import build_learner
 
 
 def test_a_lora_checkpoint_exports_merged_weights(tiny_model_dir, tmp_path):
     policy_cfg = PolicyConfig(lora={"enabled": True, "r": 4})
-    model = load_policy(tiny_model_dir, policy_cfg)
+    learner = build_learner(tiny_model_dir, policy_cfg, TrainConfig(algorithm="grpo"), torch.device("cpu"))
+    model = learner.actor
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:  # B starts at 0: the adapters would change nothing
                 param.normal_(std=0.5)
-    # what the trainer saves: the trainable (adapter) weights only, and the weights they apply to
-    checkpoint.save(tmp_path / "step_000002", {"actor": checkpoint._model_state(model)},
-                    {"step": 2, "init_model_dir": str(tiny_model_dir)})
+    # what the trainer saves (in one process here): the trainable (adapter) weights only, and the weights
+    # they apply to
+    checkpoint.save(tmp_path / "step_000002", learner, {"step": 2, "init_model_dir": str(tiny_model_dir)})
+    saved = checkpoint.sharded_weights(learner)["actor"]
+    assert not [key for key in saved if "lora" not in key], list(saved)[:8]
     out = checkpoint.export_checkpoint(tmp_path / "step_000002", policy_cfg, tmp_path / "hf")
     exported = AutoModelForCausalLM.from_pretrained(out).state_dict()
     expected = hf_state_dict(model)

@@ -9,7 +9,7 @@ from s3ray.train.identity import IDENTITY_FILE, changed_keys, claim_train_dir
 
 
 def make_run(train_dir, marker):
-    """What a run leaves: a warm-started model and Ray Train's checkpoints."""
+    """What a run leaves: a warm-started model and its checkpoints."""
     (train_dir / "warm_start").mkdir(parents=True)
     (train_dir / "warm_start" / "model.txt").write_text(marker)
     (train_dir / "ray_train").mkdir()
@@ -62,7 +62,7 @@ def make_checkpoints(cfg, steps):
         folder = checkpoint_path(cfg, step)
         folder.mkdir(parents=True)
         (folder / "state.json").write_text(json.dumps({"step": step}))
-        (folder / "learner.pt").write_text("weights")
+        (folder / "host_0.pt").write_text("rng")
 
 
 def test_resume_auto_keeps_never_moves_aside_and_a_path_is_followed(tmp_path):
@@ -85,5 +85,5 @@ def test_resume_auto_keeps_never_moves_aside_and_a_path_is_followed(tmp_path):
     make_checkpoints(cfg_with("auto"), [8, 10])
     chosen = apply_resume_choice(cfg_with(checkpoint_path(cfg_with("auto"), 8)))
     assert json.loads((chosen / "state.json").read_text()) == {"step": 8} and kept_steps(cfg_with("auto")) == []
-    with pytest.raises(ValueError, match="not a checkpoint folder"):
+    with pytest.raises(ValueError, match="not a complete checkpoint folder"):
         apply_resume_choice(cfg_with(tmp_path / "nowhere"))
