@@ -220,7 +220,8 @@ class RolloutPool:
                             raise self._missing() from exc
                         busy = {a: 0 for a in live}
                         for a, c in running.values():
-                            busy[a] += len(c)
+                            if a in busy:  # not one whose failure is still to be seen
+                                busy[a] += len(c)
                         actor = min(live, key=lambda a: busy[a])
                     submit(actor, chunk)
                     continue

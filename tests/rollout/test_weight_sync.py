@@ -120,6 +120,23 @@ def test_nccl_transfer_numbers_the_engines_and_a_restarted_actor_waits_for_the_n
         asyncio.run(pool.resume())
 
 
+def test_two_nccl_actors_dying_in_one_batch_leave_it_to_the_third():
+    from ray.exceptions import RayActorError
+
+    pool = fake_pool(3)
+    nccl_publish(pool, 9)
+    for actor in pool.actors[:2]:
+        async def die(items, actor=actor, **kwargs):
+            actor.restart()  # back without the NCCL weights: it takes no more work in this batch
+            raise RayActorError()
+
+        actor.run = Remote(die)
+    episodes = asyncio.run(pool.run(QUESTIONS, samples_per_question=2))
+    assert episodes == [f"episode {q['id']}/{s}" for q in QUESTIONS for s in range(2)]
+    assert sorted(pool.actors[2].ran) == [2, 3, 3]  # its own chunk, then each dead actor's
+    assert pool.last_stats["reruns"] == 2
+
+
 @pytest.fixture
 def fake_vllm(monkeypatch):
     import ray
