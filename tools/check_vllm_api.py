@@ -51,6 +51,7 @@ CHECKS = [
           ("temperature", "top_p", "max_tokens", "stop", "include_stop_str_in_output", "logprobs",
            "skip_special_tokens")),
     Check("vllm.inputs", "", "exports", ("TokensPrompt",)),
+    Check("vllm.v1.engine.exceptions", "", "exports", ("EngineDeadError",)),
     Check("vllm.inputs.llm", "TokensPrompt", "fields", ("prompt_token_ids",)),
     Check("vllm.outputs", "CompletionOutput", "fields", ("token_ids", "logprobs", "finish_reason", "stop_reason")),
     # VLLMEngine.load_state_dict / weight_transfer / shutdown

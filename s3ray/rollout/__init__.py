@@ -12,7 +12,10 @@
   ``run.remote(questions, greedy=False, samples_per_question=1, with_reward=True, policy="model")`` ->
   ``Episode`` list in input order (question, then sample); ``update_weights.remote([state_ref], version)``;
   ``weight_transfer.remote(step, payload)`` / ``transfer_members.remote()`` (vLLM's NCCL transfer);
-  ``ready.remote()``; ``stats.remote()``. Dead actors are restarted and their episodes re-run.
-- :mod:`~s3ray.rollout.weight_sync`: ``weight_sync_for(cfg, pool, rank).publish(state, version)``, called by
-  the trainer on every rank: the object store for HF engines, vLLM's NCCL weight transfer for vLLM.
+  ``ready.remote()``; ``stats.remote()``. Dead actors (and actors whose engine died: ``EngineDied``) are
+  restarted and their episodes re-run; ``WeightsNeeded`` when a restarted actor needs weights that only
+  the trainer can send (NCCL), then ``resume.remote()`` after a publish.
+- :mod:`~s3ray.rollout.weight_sync`: ``weight_sync_for(cfg, pool).publish(weights, version)``, called by
+  the trainer on rank 0 with a streamed ``Weights``: the object store for HF engines, vLLM's NCCL weight
+  transfer for vLLM.
 """

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from s3ray.agent.episode import Episode
 from s3ray.config import S3Config, config_from_dict
-from s3ray.rollout.engine import HeuristicEngine, SamplingParams
+from s3ray.rollout.engine import EngineDied, HeuristicEngine, SamplingParams
 from s3ray.rollout.runner import run_episode
 from s3ray.types import Question
 
@@ -111,6 +111,12 @@ class RolloutActor:
             episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
             if with_reward:
                 await self.scorer.score(episodes)
+        except EngineDied:
+            # This process can never generate again. Ending it makes Ray restart the actor (a fresh
+            # engine), and every caller sees an actor death, which the pool already recovers from.
+            log.exception("rollout actor %d: its engine died; exiting so that Ray restarts it", self.index)
+            logging.shutdown()
+            os._exit(1)
         finally:
             del self.episodes_done[progress_key]
         return list(episodes)

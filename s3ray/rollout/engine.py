@@ -55,6 +55,11 @@ class Generation:
     finish_reason: FinishReason
 
 
+class EngineDied(RuntimeError):
+    """The engine's own process is gone (vLLM's engine core): no call on this engine can succeed again,
+    so the rollout actor holding it ends and is restarted (:mod:`s3ray.rollout.actor`)."""
+
+
 class RolloutEngine(Protocol):
     version: int  # the policy version of the loaded weights
 
@@ -341,7 +346,9 @@ class HFEngine:
 #   generator of RequestOutput), .collective_rpc(method, timeout, args, kwargs), .reset_prefix_cache(),
 #   .init_weight_transfer_engine(WeightTransferInitRequest), .start_weight_update(),
 #   .update_weights(WeightTransferUpdateRequest), .finish_weight_update(weight_version), .shutdown():
-#   vllm/v1/engine/async_llm.py. The weight-transfer calls reach the GPU worker's methods of the same
+#   vllm/v1/engine/async_llm.py. When the engine-core process dies, generate raises EngineDeadError
+#   (vllm/v1/engine/exceptions.py: "Unrecoverable"; async_llm.py re-raises it unwrapped, while other
+#   failures become the recoverable EngineGenerateError). The weight-transfer calls reach the GPU worker's methods of the same
 #   names (vllm/v1/worker/gpu_worker.py) and its NCCLWeightTransferEngine.
 # - collective_rpc is called with a method *name* only. A Python function would be cloudpickled,
 #   which the engine-core channel refuses unless VLLM_ALLOW_INSECURE_SERIALIZATION=1
@@ -407,6 +414,7 @@ class VLLMEngine:
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         params = VSamplingParams(
             temperature=0.0 if sampling.greedy else sampling.temperature,
@@ -415,9 +423,12 @@ class VLLMEngine:
             logprobs=0, skip_special_tokens=False)
         self._requests += 1
         final = None
-        async for output in self.llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
-                                              request_id=f"s3ray-{self._requests}"):
-            final = output  # the last output holds the whole sequence
+        try:
+            async for output in self.llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
+                                                  request_id=f"s3ray-{self._requests}"):
+                final = output  # the last output holds the whole sequence
+        except EngineDeadError as exc:  # vLLM's "unrecoverable": the engine-core process died
+            raise EngineDied(f"vLLM's engine core died: {exc}") from exc
         out = final.outputs[0]
         token_ids = list(out.token_ids)
         logprobs = [float(step[token].logprob) for step, token in zip(out.logprobs, token_ids, strict=True)]

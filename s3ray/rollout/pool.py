@@ -1,21 +1,24 @@
 """The rollout pool: one named async actor that owns ``rollout.num_actors`` rollout actors.
 
-``run`` splits the (question, sample) items of a batch into one contiguous, near-equal chunk per live
-actor (contiguous: a question's samples mostly share an actor, and so its turn-0 retrieval) and
-gathers the episodes in input order. An actor that dies mid-batch loses only its chunk's unfinished work: Ray restarts it
-(``max_restarts``; ``max_task_retries=0``, so Ray itself never re-runs a chunk behind our back), the
-pool re-sends the latest weights, and the chunk runs again, on the restarted actor or, once its
-restarts are spent, on another live one. Results are taken only from completed chunks, so no episode
-is lost or duplicated.
+``run`` splits the (question, sample) items of a batch into one near-equal chunk per live actor
+(contiguous: a question's samples mostly share an actor, and so its turn-0 retrieval) and gathers the
+episodes in input order. An actor that dies mid-batch loses only its chunk's unfinished work: Ray
+restarts it (``max_restarts``; ``max_task_retries=0``, so Ray itself never re-runs a chunk behind our
+back), the pool brings it to the latest weights, and the chunk runs again, on the restarted actor or,
+once its restarts are spent, on another live one. An actor whose engine died (vLLM's engine-core
+process) ends its own process (:mod:`s3ray.rollout.actor`), so that is the same case. Results are taken
+only from completed chunks, so no episode is lost or duplicated.
 
 Weights arrive by one of the two strategies of :mod:`s3ray.rollout.weight_sync`. Object store:
 ``update_weights([ref], version)`` gets the state's ref inside a list, so the pool never deserialises
-it; it hands the ref to every actor (each reads it from the object store) and remembers it. NCCL
-(vLLM): ``weight_transfer(step, payload)`` fans vLLM's weight-transfer calls out to the actors, and
-``transfer_members()`` tells the trainer which actors form the group. Before each batch every actor
-is asked which pushed version it holds: a restarted actor (which holds the model folder's weights)
-gets the remembered ref again, or, when the weights came over NCCL, sits out until the trainer's
-next publish re-forms the group with it.
+it; it hands the ref to every actor (each reads it from the object store) and remembers it, and a
+restarted actor gets the ref again before it takes work. NCCL (vLLM): ``weight_transfer(step,
+payload)`` fans vLLM's weight-transfer calls out to the actors, and ``transfer_members()`` tells the
+trainer which actors form the group. Only the trainer can send those weights again, so a restarted
+actor takes no work until it has them: when one is waiting at the start of a batch, or when a death
+leaves no live actor holding the latest weights mid-batch, ``run`` raises :class:`WeightsNeeded` and
+keeps the batch's finished episodes; the trainer publishes again (which re-forms the group with the
+restarted actor) and calls ``resume()`` for the rest (``s3ray.train.trainer.collect``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,26 @@ POOL_NAME = "rollout_pool"
 PING_ATTEMPTS = 5  # a just-killed actor may briefly refuse calls before Ray marks it restarting
 PING_BACKOFF_S = 1.0
 PROGRESS_POLL_MIN_S = 1.0  # with tracking.progress_every_s=0, the actors are asked at most once a second
+
+
+class WeightsNeeded(RuntimeError):
+    """A live rollout actor lacks the latest weights and only the trainer can send them (they came over
+    NCCL and the actor restarted since). The pool keeps the batch: publish again, then ``resume()``."""
+
+
+@dataclass
+class Batch:
+    """A batch in progress: its (question, sample) items, the options of each actor call, and the
+    episodes of the chunks that finished (None where none has yet)."""
+
+    items: list[tuple[dict[str, Any], int]]
+    options: dict[str, Any]
+    episodes: list[Any]
+    started: float
+    reruns: int = 0
+
+    def unfinished(self) -> list[int]:
+        return [i for i, episode in enumerate(self.episodes) if episode is None]
 
 
 def split_evenly(n: int, parts: int) -> list[range]:
@@ -51,7 +75,9 @@ def split_evenly(n: int, parts: int) -> list[range]:
 
 
 class RolloutPool:
-    def __init__(self, cfg: dict[str, Any], model_dir: str):
+    def __init__(self, cfg: dict[str, Any], model_dir: str, actor_class: type | None = None):
+        """``actor_class``: the rollout actor's class (default :class:`~s3ray.rollout.actor.RolloutActor`;
+        tests give a subclass over fake engines)."""
         import ray
 
         from s3ray.rollout.actor import RolloutActor
@@ -61,13 +87,14 @@ class RolloutPool:
         rc = self.cfg.rollout
         if rc.num_actors < 1:
             raise ValueError("rollout.num_actors must be >= 1")
-        actor_cls = ray.remote(RolloutActor).options(
+        actor_cls = ray.remote(actor_class or RolloutActor).options(
             num_cpus=rc.num_cpus_per_actor, num_gpus=rc.num_gpus_per_actor,
             max_restarts=rc.max_actor_restarts, max_task_retries=0)
         self.actors = [actor_cls.remote(cfg, model_dir, i) for i in range(rc.num_actors)]
         # The latest weights: (object ref of the state, or None when they came over NCCL; version).
         self.weights: tuple[Any, int] | None = None
         self.last_stats: dict[str, float] = {}
+        self.batch: Batch | None = None  # the batch that ``resume`` continues
 
     async def update_weights(self, refs: list, version: int) -> int:
         """``refs``: ``[ObjectRef of the state]``. Nested, so Ray hands the pool the ref, not the state."""
@@ -128,8 +155,8 @@ class RolloutPool:
                 if self.weights is not None and info["pushed_version"] != self.weights[1]:
                     ref, version = self.weights
                     if ref is None:
-                        log.warning("rollout actor %d restarted after an NCCL weight transfer: it sits out "
-                                    "until the next publish", info["index"])
+                        log.warning("rollout actor %d restarted after an NCCL weight transfer: it takes no "
+                                    "work until the trainer publishes again", info["index"])
                         return False
                     await actor.update_weights.remote(ref, version)  # top level: the actor resolves it
                 return True
@@ -143,30 +170,48 @@ class RolloutPool:
 
     async def run(self, questions: list[dict[str, Any]], greedy: bool = False, samples_per_question: int = 1,
                   with_reward: bool = True, policy: str = "model") -> list:
-        """Episodes for every (question, sample), in question order then sample index."""
-        from ray.exceptions import RayActorError
-
-        t0 = time.perf_counter()
+        """Episodes for every (question, sample), in question order then sample index. Raises
+        :class:`WeightsNeeded` (keeping the batch for :meth:`resume`) when an actor waits for NCCL weights."""
         items = [(q, s) for q in questions for s in range(samples_per_question)]
         if not items:
             return []
-        live = await self._up()
-        if not live:
-            raise RuntimeError("the rollout pool has no live actor holding the latest weights")
-        results: list[Any] = [None] * len(items)  # Episodes, placed as their chunks finish
-        running: dict[asyncio.Task, tuple[Any, range]] = {}
-        batch_key = uuid.uuid4().hex  # with a chunk's start: its progress key on the actor
+        self.batch = Batch(items, {"greedy": greedy, "with_reward": with_reward, "policy": policy},
+                           [None] * len(items), time.perf_counter())
+        return await self._finish(self.batch)
 
-        def submit(actor, chunk: range) -> None:
-            ref = actor.run.remote([items[i] for i in chunk], greedy=greedy, with_reward=with_reward,
-                                   policy=policy, progress_key=f"{batch_key}:{chunk.start}")
+    async def resume(self) -> list:
+        """The whole batch that :meth:`run` stopped with :class:`WeightsNeeded`, after the trainer published
+        again: only its unfinished items run now."""
+        if self.batch is None:
+            raise RuntimeError("no unfinished rollout batch to resume")
+        return await self._finish(self.batch)
+
+    def _missing(self) -> RuntimeError:
+        """Why a batch cannot run on every actor: weights only the trainer can send, or no actor left."""
+        if self.actors:
+            return WeightsNeeded(f"{len(self.actors)} rollout actors, some restarted after an NCCL weight "
+                                 "transfer: publish again, then resume the batch")
+        return RuntimeError("no live rollout actor: their restarts (rollout.max_actor_restarts) are spent")
+
+    async def _finish(self, batch: Batch) -> list:
+        from ray.exceptions import RayActorError
+
+        live = await self._up()
+        if not live or len(live) < len(self.actors):  # a restarted actor waits for the trainer's weights
+            raise self._missing()
+        running: dict[asyncio.Future, tuple[Any, list[int]]] = {}
+        batch_key = uuid.uuid4().hex  # with a chunk's first item: its progress key on the actor
+
+        def submit(actor, chunk: list[int]) -> None:
+            ref = actor.run.remote([batch.items[i] for i in chunk], **batch.options,
+                                   progress_key=f"{batch_key}:{chunk[0]}")
             running[asyncio.ensure_future(ref)] = (actor, chunk)
 
-        for actor, chunk in zip(live, split_evenly(len(items), len(live)), strict=False):
-            submit(actor, chunk)
-        progress = ProgressLog(log, "rollout batch", len(items), "episode", self.cfg.tracking.progress_every_s)
-        reporter = asyncio.ensure_future(self._report_progress(progress, results, running, batch_key))
-        reruns = 0
+        todo = batch.unfinished()
+        for actor, part in zip(live, split_evenly(len(todo), len(live)), strict=False):
+            submit(actor, [todo[i] for i in part])
+        progress = ProgressLog(log, "rollout batch", len(batch.items), "episode", self.cfg.tracking.progress_every_s)
+        reporter = asyncio.ensure_future(self._report_progress(progress, batch.episodes, running, batch_key))
         while running:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -174,16 +219,16 @@ class RolloutPool:
                 try:
                     episodes = task.result()
                 except RayActorError as exc:
-                    reruns += 1
+                    batch.reruns += 1
                     log.warning("rollout actor died mid-batch (%s); re-running its %d episodes", exc, len(chunk))
                     if not await self._ready(actor):
                         live = await self._up()
-                        if not live:
-                            raise RuntimeError("no live rollout actor holds the latest weights; the batch "
-                                               "cannot finish") from exc
+                        if not live:  # every task left is on an actor that restarted or is gone: it fails
+                            await asyncio.gather(*running, return_exceptions=True)
+                            raise self._missing() from exc
                         busy = {a: 0 for a in live}
                         for a, c in running.values():
-                            if a in busy:
+                            if a in busy:  # not one whose failure is still to be seen
                                 busy[a] += len(c)
                         actor = min(live, key=lambda a: busy[a])
                     submit(actor, chunk)
@@ -191,27 +236,28 @@ class RolloutPool:
                 if len(episodes) != len(chunk):
                     raise RuntimeError(f"a rollout actor returned {len(episodes)} episodes for {len(chunk)} items")
                 for i, episode in zip(chunk, episodes, strict=True):
-                    results[i] = episode
+                    batch.episodes[i] = episode
         reporter.cancel()
-        seconds = time.perf_counter() - t0
-        self.last_stats = {"episodes": len(items), "seconds": seconds, "episodes_per_s": len(items) / seconds,
-                           "reruns": reruns, "actors": len(self.actors)}
-        progress.update(len(items), f"{reruns} chunks re-run")
-        return results
+        self.batch = None
+        n, seconds = len(batch.items), time.perf_counter() - batch.started
+        self.last_stats = {"episodes": n, "seconds": seconds, "episodes_per_s": n / seconds,
+                           "reruns": batch.reruns, "actors": len(self.actors)}
+        progress.update(n, f"{batch.reruns} chunks re-run")
+        return batch.episodes
 
     @staticmethod
-    async def _report_progress(progress: ProgressLog, results: list, running: dict[asyncio.Task, tuple[Any, range]],
+    async def _report_progress(progress: ProgressLog, results: list, running: dict[asyncio.Future, tuple[Any, list[int]]],
                                batch_key: str) -> None:
         """Log the batch's finished episodes while it runs: those of returned chunks, and those the
         running chunks' actors count. Ends by itself once no chunk is pending (a batch that raised too)."""
         while not all(task.done() for task in running):
             await asyncio.sleep(max(progress.every_s, PROGRESS_POLL_MIN_S))
             chunks = list(running.values())
-            counts = await asyncio.gather(*(actor.progress.remote(f"{batch_key}:{chunk.start}")
+            counts = await asyncio.gather(*(actor.progress.remote(f"{batch_key}:{chunk[0]}")
                                             for actor, chunk in chunks), return_exceptions=True)
             # A chunk that returned meanwhile is in results already; a dying actor's call fails (0 for now).
             partial = sum(c for (_, chunk), c in zip(chunks, counts, strict=True)
-                          if isinstance(c, int) and results[chunk.start] is None)
+                          if isinstance(c, int) and results[chunk[0]] is None)
             progress.update(sum(r is not None for r in results) + partial)
 
 

@@ -1,13 +1,17 @@
 """How the trainer's new weights reach the rollout engines: one seam, two strategies.
 
-The trainer builds one sync per worker and calls it on every rank after each update::
+The trainer builds one sync and calls it on rank 0 after each update::
 
-    sync = weight_sync_for(cfg, pool, rank)
-    sync.publish(state, version)   # state: Hugging Face-named tensors on rank 0, None on the others
+    sync = weight_sync_for(cfg, pool)
+    sync.publish(weights, version)   # weights: metadata() then the tensors, in the rollout dtype
 
-- :class:`ObjectStoreSync` (``rollout.backend=hf``, CPU or GPU): rank 0 puts the state in the object
-  store once and hands the pool the ref *inside a list*. Ray resolves only top-level ``ObjectRef``
-  arguments, so the pool forwards the ref without deserialising the weights; each actor gets it as a
+``weights`` (:class:`Weights`; the trainer's is :class:`s3ray.train.weight_stream.PolicyWeights`) gathers
+one FSDP unit at a time while it is iterated, a collective in which the other ranks iterate it too; the
+sync iterates it exactly once.
+
+- :class:`ObjectStoreSync` (``rollout.backend=hf``, CPU or GPU): rank 0 collects the tensors (on CPU)
+  into one state, puts it in the object store once (dropping its own copy) and hands the pool the ref
+  *inside a list*. Ray resolves only top-level ``ObjectRef`` arguments, so the pool forwards the ref without deserialising the weights; each actor gets it as a
   top-level argument and reads it from the object store itself (one copy per actor, none in the pool).
   The pool keeps the ref and gives it again to an actor that restarts.
 - :class:`NcclSync` (``rollout.backend=vllm``): vLLM's native weight transfer (vLLM 0.29.0,
@@ -16,7 +20,8 @@ The trainer builds one sync per worker and calls it on every rank after each upd
   the tensors in packed buckets (``packed_tensor.py``: fixed-size buffers, double-buffered) while each
   engine receives them through ``AsyncLLM.start_weight_update`` / ``update_weights`` /
   ``finish_weight_update`` and loads them with the model's own ``load_weights`` (layerwise reload).
-  Nothing travels through host memory or the object store. The control calls go through
+  Each tensor is moved to the GPU as it is sent; nothing travels through the object store, and the
+  group's source is dropped after the send, so no weights stay behind. The control calls go through
   :class:`PoolWeightSyncClient`, our implementation of vLLM's ``VLLMWeightSyncClient`` protocol: it fans
   out through the pool to every rollout actor, giving each engine its own ``rank_offset`` (vLLM's own
   Ray client sends every handle the same offset, which suits one data-parallel engine but not our
@@ -24,7 +29,8 @@ The trainer builds one sync per worker and calls it on every rank after each upd
 
 An actor restart changes the group's membership: the next ``publish`` sees the new member list and
 forms a fresh group (new port); until then the restarted actor holds the model folder's weights and
-the pool leaves it out of batches. Re-forming destroys the old communicator (trainer side).
+takes no work (the pool asks the trainer to publish again when that stops a batch:
+:class:`s3ray.rollout.pool.WeightsNeeded`). Re-forming destroys the old communicator (trainer side).
 
 Every control call (membership, init, start, update, finish) waits at most
 ``rollout.transfer_timeout_s`` and then fails naming the step. The trainer's broadcast itself is an NCCL
@@ -37,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
@@ -47,9 +53,19 @@ TransferStep = Literal["init", "start", "update", "finish"]
 WORKERS_PER_ENGINE = 1  # VLLMEngine runs one worker (no tensor parallelism): NCCL ranks per engine
 
 
+class Weights(Protocol):
+    def metadata(self) -> list[tuple[str, Any, tuple[int, ...]]]:
+        """(name, dtype, shape) of every tensor, in iteration order, without gathering anything."""
+        ...
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        """(Hugging Face name, tensor in the rollout dtype), one at a time."""
+        ...
+
+
 class WeightSync(Protocol):
-    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
-        """Every rank calls it; ``state`` (Hugging Face names -> tensors) is read on rank 0 only."""
+    def publish(self, weights: Weights, version: int) -> None:
+        """Rank 0 calls it; it iterates ``weights`` once."""
         ...
 
 
@@ -57,26 +73,22 @@ def strategy_for(backend: str) -> SyncStrategy:
     return "nccl" if backend == "vllm" else "object_store"
 
 
-def weight_sync_for(cfg, pool, rank: int) -> WeightSync:
+def weight_sync_for(cfg, pool) -> WeightSync:
     """The strategy of ``cfg.rollout.backend`` (see the module docstring)."""
     if strategy_for(cfg.rollout.backend) == "nccl":
-        return NcclSync(pool, rank, wire_dtype=cfg.policy.dtype, timeout_s=cfg.rollout.transfer_timeout_s)
-    return ObjectStoreSync(pool, rank)
+        return NcclSync(pool, timeout_s=cfg.rollout.transfer_timeout_s)
+    return ObjectStoreSync(pool)
 
 
 class ObjectStoreSync:
-    def __init__(self, pool, rank: int):
+    def __init__(self, pool):
         self.pool = pool
-        self.rank = rank
 
-    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
-        if self.rank != 0:
-            return
+    def publish(self, weights: Weights, version: int) -> None:
         import ray
 
-        if state is None:
-            raise ValueError("rank 0 must publish a state")
-        ray.get(self.pool.update_weights.remote([ray.put(dict(state))], version))
+        ref = ray.put({name: tensor.to("cpu") for name, tensor in weights})
+        ray.get(self.pool.update_weights.remote([ref], version))
 
 
 def bounded_get(ref, timeout_s: float | None, what: str):
@@ -122,36 +134,34 @@ class PoolWeightSyncClient:
         self._call("finish", self.version)
 
 
-class StateWeights:
-    """A state dict as the two abstract methods of vLLM's ``WeightSource`` (metadata first, then the
-    tensors in the same order): each tensor is moved to ``device`` and cast to the engines' dtype as it
-    is sent, so only the buckets in flight are on the GPU. :func:`state_source` makes it a
-    ``WeightSource``."""
+class StreamedWeights:
+    """:class:`Weights` as the two abstract methods of vLLM's ``WeightSource`` (metadata first, then the
+    tensors in the same order), each tensor moved to ``device`` as it is sent: only the buckets in flight
+    are on the GPU. :func:`weight_source` makes it a ``WeightSource``."""
 
-    def __init__(self, state: Mapping[str, Any] | None, dtype, device):
-        self.state = dict(state or {})
-        self.dtype = dtype
+    def __init__(self, weights: Weights | None, device):
+        self.weights = weights
         self.device = device
 
     def metadata(self) -> list:
         from vllm.distributed.weight_transfer.base import ParamMeta
 
-        return [ParamMeta(name, self.dtype, tuple(t.shape)) for name, t in self.state.items()]
+        return [ParamMeta(name, dtype, shape) for name, dtype, shape in self.weights.metadata()]
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        for name, tensor in self.state.items():
-            yield name, tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+        for name, tensor in self.weights:
+            yield name, tensor.to(self.device, non_blocking=True)
 
 
-def state_source(state: Mapping[str, Any] | None, dtype, device):
-    """:class:`StateWeights` as a subclass of vLLM 0.29.0's ``WeightSource`` ABC
+def weight_source(weights: Weights | None, device):
+    """:class:`StreamedWeights` as a subclass of vLLM 0.29.0's ``WeightSource`` ABC
     (``vllm/distributed/weight_transfer/base.py``), so the group API that other transfer backends call
     (``held_names``, ``groups``, ``iter_groups``: every name held, one gather group per decoder layer,
     checked against ``metadata()`` order) is vLLM's own. Built here because vllm is imported only where
     weights are transferred (not on CPU machines)."""
     from vllm.distributed.weight_transfer.base import WeightSource
 
-    return type("StateSource", (StateWeights, WeightSource), {})(state, dtype, device)
+    return type("WeightStreamSource", (StreamedWeights, WeightSource), {})(weights, device)
 
 
 def _free_port() -> int:
@@ -163,11 +173,8 @@ def _free_port() -> int:
 class NcclSync:
     """vLLM's NCCL weight transfer, re-forming the group whenever the pool's actors changed."""
 
-    def __init__(self, pool, rank: int, wire_dtype: str = "bfloat16", packed: bool = True, device=None,
-                 timeout_s: float | None = None):
+    def __init__(self, pool, packed: bool = True, device=None, timeout_s: float | None = None):
         self.pool = pool
-        self.rank = rank
-        self.wire_dtype = wire_dtype
         self.packed = packed
         self.device = device  # where tensors go before NCCL sends them; None: this rank's current GPU
         self.timeout_s = timeout_s
@@ -194,19 +201,14 @@ class NcclSync:
             self.engine.shutdown()
         # The engines join (through the client) while rank 0 opens its endpoint: vLLM runs both sides.
         self.engine = NCCLTrainerWeightTransferEngine.trainer_init(
-            init_info, client=self.client, source=state_source(None, None, None))
+            init_info, client=self.client, source=weight_source(None, None))
         self.members = members
         log.info("weight transfer group formed: trainer + %d rollout engines", len(members))
 
     def _live_members(self) -> list:
         return bounded_get(self.pool.transfer_members.remote(), self.timeout_s, "the rollout pool's member list")
 
-    def publish(self, state: Mapping[str, Any] | None, version: int) -> None:
-        """Rank 0 sends; the other ranks took part in gathering ``state`` and have nothing left to do."""
-        if self.rank != 0:
-            return
-        if state is None:
-            raise ValueError("rank 0 must publish a state")
+    def publish(self, weights: Weights, version: int) -> None:
         import torch
         from ray.exceptions import RayActorError
 
@@ -222,5 +224,8 @@ class NcclSync:
                 self._connect(self._live_members())
         self.client.version = version
         device = self.device or torch.device("cuda", torch.cuda.current_device())
-        self.engine.source = state_source(state, getattr(torch, self.wire_dtype), device)
-        self.engine.send_weights()
+        self.engine.source = weight_source(weights, device)
+        try:
+            self.engine.send_weights()
+        finally:
+            self.engine.source = weight_source(None, None)  # keeps no reference to this publish's weights

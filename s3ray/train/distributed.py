@@ -59,6 +59,16 @@ def scatter(per_rank: list[Any] | None) -> Any:
     return box[0]
 
 
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a broadcast of one picklable object)."""
+    dist = process_group()
+    if dist is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def mean_across_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
     if process_group() is None or not metrics:
         return metrics

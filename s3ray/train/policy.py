@@ -219,10 +219,16 @@ def unwrap(model: nn.Module) -> nn.Module:
 _LORA_KEY = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)\.")
 
 
+def hf_name(key: str) -> str | None:
+    """The base model's name of a (LoRA-injected) model's state key; None for the adapters' own tensors."""
+    return None if _LORA_KEY.search(key) else key.replace(".base_layer.", ".")
+
+
 def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The policy's weights under the base model's Hugging Face names, on CPU, LoRA merged in.
 
-    This is what the rollout engines load (``load_state_dict``) and what ``save_pretrained`` writes.
+    This is what ``save_pretrained`` writes (the rollout engines get the same names, streamed:
+    :mod:`s3ray.train.weight_stream`).
     """
     model = unwrap(model)
     if not hasattr(model, "merge_adapter"):
@@ -230,8 +236,7 @@ def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     model.merge_adapter()
     try:
         base = model.get_base_model().state_dict()
-        return {k.replace(".base_layer.", "."): v.detach().to("cpu", copy=True) for k, v in base.items()
-                if not _LORA_KEY.search(k)}
+        return {hf_name(k): v.detach().to("cpu", copy=True) for k, v in base.items() if hf_name(k)}
     finally:
         model.unmerge_adapter()
 

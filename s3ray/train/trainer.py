@@ -23,8 +23,10 @@ The final policy is exported in Hugging Face format to ``train.export_dir``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from s3ray.agent.episode import Episode
 from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config, config_from_dict
 from s3ray.progress import ProgressLog, show_info_logs
+from s3ray.rollout.pool import WeightsNeeded
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
 from s3ray.train import checkpoint, distributed
 from s3ray.train.algorithms import algorithm_for
@@ -43,6 +46,7 @@ from s3ray.train.identity import checkpoint_path, checkpoints_dir
 from s3ray.train.policy import export_pretrained
 from s3ray.train.step_metrics import StepClock, episode_metrics, episode_table
 from s3ray.train.update import Learner, build_learner, num_minibatches, ppo_epochs, prepare_batch
+from s3ray.train.weight_stream import PolicyWeights
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
@@ -77,9 +81,40 @@ def shard_episodes(episodes: list[Episode], question_ids: list[str], rank: int, 
     return [ep for q in mine for ep in sorted(by_question[q], key=lambda e: e.sample_index)]
 
 
-def publish(learner: Learner, weights: WeightSync, version: int) -> None:
-    """The actor's full weights to the rollout engines (a collective gather under FSDP; rank 0 sends)."""
-    weights.publish(distributed.hf_full_state(learner.actor), version)
+def publish(learner: Learner, weights: WeightSync, version: int, dtype: torch.dtype) -> None:
+    """The actor's weights to the rollout engines in ``dtype``, one FSDP unit at a time. Collective: every
+    rank walks the units in the same order; rank 0 sends."""
+    stream = PolicyWeights(learner.actor, dtype)
+    if distributed.rank() == 0:
+        weights.publish(stream, version)
+    else:
+        for _ in stream:  # the same unit gathers as rank 0's send; nothing is yielded here
+            pass
+
+
+def collect(pool, run: dict[str, Any], republish: Callable[[], None]) -> list[Episode] | None:
+    """Rank 0: the episodes of ``pool.run(**run)``; None on the other ranks. Collective: every rank calls it.
+
+    When the pool cannot run for want of weights that only the trainer can send (:class:`WeightsNeeded`:
+    a rollout actor restarted after an NCCL transfer), every rank calls ``republish`` (a collective
+    publish of the current weights, which re-forms the group with the restarted actor) and rank 0 asks
+    the pool for the rest of the batch, whose finished episodes it kept. Each round follows an actor
+    restart, and restarts are bounded (``rollout.max_actor_restarts``), so this ends."""
+    import ray
+
+    first, episodes = True, None
+    while True:
+        lost = False
+        if distributed.rank() == 0:
+            try:
+                episodes = ray.get(pool.run.remote(**run) if first else pool.resume.remote())
+            except WeightsNeeded as err:
+                log.warning("re-publishing the weights for the rollout pool: %s", err)
+                lost = True
+        if not distributed.from_rank0(lost):
+            return episodes
+        republish()
+        first = False
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -119,8 +154,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 cfg, "train", tags={"s3ray.algorithm": tc.algorithm, **config["tags"]}, run_id=run_id))
             run_id = run.info.run_id
         # The pool starts from the base weights: give it ours (warm-started or resumed) before sampling.
-        weights = weight_sync_for(cfg, pool, rank)
-        publish(learner, weights, start_step)
+        weights, wire = weight_sync_for(cfg, pool), getattr(torch, cfg.policy.dtype)  # the engines' dtype
+        publish(learner, weights, start_step, wire)
         progress = ProgressLog(log, "train", tc.steps, "step", cfg.tracking.progress_every_s, initial=start_step)
         for step in range(start_step + 1, tc.steps + 1):
             clock = StepClock()
@@ -128,10 +163,10 @@ def train_loop(config: dict[str, Any]) -> None:
                                                                           tc.seed)]
             num_episodes = len(step_questions) * samples
             shards, stats = None, {}
+            with clock.section("rollout"):
+                request = {"questions": step_questions, "samples_per_question": samples, "with_reward": True}
+                episodes = collect(pool, request, functools.partial(publish, learner, weights, step - 1, wire))
             if rank == 0:
-                with clock.section("rollout"):
-                    episodes = ray.get(pool.run.remote(step_questions, samples_per_question=samples,
-                                                       with_reward=True))
                 stats = episode_metrics(episodes)
                 if tc.log_episodes:
                     mlflow.log_table(episode_table(episodes, tc.log_episodes), f"episodes/step_{step:06d}.json")
@@ -143,13 +178,16 @@ def train_loop(config: dict[str, Any]) -> None:
                 prepared, prep_metrics = prepare_batch(batch, learner, tc)
                 update_metrics = ppo_epochs(prepared, learner, tc, num_minibatches(num_episodes, tc))
             with clock.section("publish"):
-                publish(learner, weights, step)
+                publish(learner, weights, step, wire)
             update_metrics = distributed.mean_across_ranks(update_metrics, device)
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,
                        **clock.metrics(tokens.item(), stats.get("response_tokens", 0.0) * num_episodes)}
-            if rank == 0 and dev_questions and is_eval_step(step, tc.eval_every, tc.steps):
-                metrics.update(dev_metrics(ray.get(pool.run.remote(dev_questions, greedy=True, with_reward=True))))
+            if dev_questions and is_eval_step(step, tc.eval_every, tc.steps):
+                dev = collect(pool, {"questions": dev_questions, "greedy": True, "with_reward": True},
+                              functools.partial(publish, learner, weights, step, wire))
+                if rank == 0:
+                    metrics.update(dev_metrics(dev))
             report(step, metrics, learner, run_id, cfg, model_dir)
             if rank == 0:
                 progress.update(step, f"reward {metrics['reward']:.3f}")

@@ -67,3 +67,19 @@ def query(text: str) -> str:
 
 
 COMPLETE = "<search_complete>True</search_complete>"
+
+
+class DictWeights:
+    """The weight syncs' ``Weights`` over a dict of tensors already in the rollout dtype; counts how often
+    it was iterated (a sync iterates once: under FSDP each pass is a round of gathers)."""
+
+    def __init__(self, state: dict):
+        self.state = state
+        self.iterations = 0
+
+    def metadata(self):
+        return [(name, t.dtype, tuple(t.shape)) for name, t in self.state.items()]
+
+    def __iter__(self):
+        self.iterations += 1
+        yield from self.state.items()

@@ -4,19 +4,19 @@ restarted actor out of batches, and the trainer side re-forms the group when the
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import sys
 import types
-from dataclasses import dataclass
 
 import pytest
 import torch
 
 from s3ray.config import load_config
 from s3ray.rollout import weight_sync
-from s3ray.rollout.pool import RolloutPool
+from s3ray.rollout.pool import RolloutPool, WeightsNeeded
 from s3ray.rollout.weight_sync import NcclSync, ObjectStoreSync, strategy_for
+
+from .fake_vllm import FakeTrainerEngine, FakeWeightSource, fake_trainer_side
+from .fakes import DictWeights
 
 
 class Remote:
@@ -61,7 +61,7 @@ class FakeActor:
 
 def fake_pool(n: int) -> RolloutPool:
     pool = RolloutPool.__new__(RolloutPool)  # the real pool's logic over local actors
-    pool.actors, pool.weights, pool.last_stats = [FakeActor(i) for i in range(n)], None, {}
+    pool.actors, pool.weights, pool.last_stats, pool.batch = [FakeActor(i) for i in range(n)], None, {}, None
     pool.cfg = load_config("test")  # its progress interval
     return pool
 
@@ -90,127 +90,62 @@ def test_object_store_sync_nests_the_ref_on_rank_0_only(monkeypatch):
     monkeypatch.setattr(ray, "put", lambda value: ("ref", tuple(value)))
     monkeypatch.setattr(ray, "get", lambda value, timeout=None: value)
     pool = types.SimpleNamespace(update_weights=Remote(lambda refs, version: calls.append((refs, version))))
-    ObjectStoreSync(pool, rank=1).publish(None, 5)
-    ObjectStoreSync(pool, rank=0).publish({"w": 1}, 5)
+    weights = DictWeights({"w": torch.ones(2)})
+    ObjectStoreSync(pool).publish(weights, 5)
     assert calls == [([("ref", ("w",))], 5)]  # a list holding the ref: Ray leaves nested refs alone
+    assert weights.iterations == 1
 
 
-def test_nccl_transfer_numbers_the_engines_and_a_restarted_actor_sits_out():
+def nccl_publish(pool: RolloutPool, version: int) -> None:
+    for step, payload in (("start", None), ("update", {"names": ["w"]}), ("finish", version)):
+        asyncio.run(pool.weight_transfer(step, payload))
+
+
+def test_nccl_transfer_numbers_the_engines_and_a_restarted_actor_waits_for_the_next_publish():
     pool = fake_pool(3)
     init = {"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 4}
     asyncio.run(pool.weight_transfer("init", init))
     assert [a.received[0][1]["rank_offset"] for a in pool.actors] == [1, 2, 3]
-    for step, payload in (("start", None), ("update", {"names": ["w"]}), ("finish", 9)):
-        asyncio.run(pool.weight_transfer(step, payload))
+    nccl_publish(pool, 9)
     assert all(a.pushed_version == 9 for a in pool.actors) and pool.weights == (None, 9)
     pool.actors[0].restart()
     members = asyncio.run(pool.transfer_members())
     assert [m[0] for m in members] == [0, 1, 2] and members[0][1] == 1100  # still a member: it must rejoin
+    with pytest.raises(WeightsNeeded):  # only the trainer can send its weights: nothing runs yet
+        asyncio.run(pool.run(QUESTIONS, samples_per_question=2))
+    assert all(a.ran == [] for a in pool.actors)
+    nccl_publish(pool, 9)
+    episodes = asyncio.run(pool.resume())
+    assert episodes == [f"episode {q['id']}/{s}" for q in QUESTIONS for s in range(2)]
+    assert [sum(a.ran) for a in pool.actors] == [3, 3, 2]  # the restarted actor took its share
+    with pytest.raises(RuntimeError, match="no unfinished rollout batch"):
+        asyncio.run(pool.resume())
+
+
+def test_two_nccl_actors_dying_in_one_batch_leave_it_to_the_third():
+    from ray.exceptions import RayActorError
+
+    pool = fake_pool(3)
+    nccl_publish(pool, 9)
+    for actor in pool.actors[:2]:
+        async def die(items, actor=actor, **kwargs):
+            actor.restart()  # back without the NCCL weights: it takes no more work in this batch
+            raise RayActorError()
+
+        actor.run = Remote(die)
     episodes = asyncio.run(pool.run(QUESTIONS, samples_per_question=2))
     assert episodes == [f"episode {q['id']}/{s}" for q in QUESTIONS for s in range(2)]
-    assert pool.actors[0].ran == [] and sum(pool.actors[1].ran + pool.actors[2].ran) == 8
-
-
-# A stand-in for vLLM 0.29.0's trainer-side NCCL engine: the same classmethod and calls, in the order
-# NCCLTrainerWeightTransferEngine.trainer_init / send_weights make them (vllm/distributed/weight_transfer/
-# nccl_engine.py), with the broadcast replaced by recording what the source yields.
-@dataclass
-class FakeInitInfo:
-    master_address: str
-    master_port: int
-    world_size: int
-    packed: bool = True
-    rank: int = 0
-
-
-@dataclass(frozen=True)
-class FakeParamMeta:
-    name: str
-    dtype: torch.dtype
-    shape: tuple
-
-
-class FakeWeightSource(abc.ABC):
-    """vLLM 0.29.0's ``WeightSource`` contract (weight_transfer/base.py): two abstract methods, and the group
-    API's defaults built on them (every name held; groups in metadata order, iteration checked against it).
-    One group per name here; vLLM groups per decoder layer."""
-
-    @abc.abstractmethod
-    def metadata(self): ...
-
-    @abc.abstractmethod
-    def __iter__(self): ...
-
-    def held_names(self):
-        return None
-
-    def groups(self):
-        return [[m.name] for m in self.metadata()]
-
-    def iter_groups(self):
-        it = iter(self)
-        for group in self.groups():
-            names, tensors = [], []
-            for expected in group:
-                name, tensor = next(it)
-                if name != expected:
-                    raise RuntimeError(f"yielded {name!r}, expected {expected!r}")
-                names.append(name)
-                tensors.append(tensor)
-            yield names, tensors
-
-
-class FakeCommunicator:
-    """vLLM's PyNcclCommunicator: ``destroy()`` aborts the NCCL communicator."""
-
-    def __init__(self):
-        self.destroyed = False
-
-    def destroy(self):
-        self.destroyed = True
-
-
-class FakeTrainerEngine:
-    made: list = []
-
-    @classmethod
-    def trainer_init(cls, init_info, *, client, source=None):
-        engine = cls()
-        engine.init_info, engine.client, engine.source, engine.sent, engine.closed = init_info, client, source, [], False
-        engine.model_update_group = FakeCommunicator()
-        client.init_weight_transfer_engine({"master_address": init_info.master_address, "rank_offset": 1,
-                                            "master_port": init_info.master_port,
-                                            "world_size": init_info.world_size})
-        cls.made.append(engine)
-        return engine
-
-    def send_weights(self):
-        meta = self.source.metadata()
-        self.client.start_weight_update()
-        self.client.update_weights({"names": [m.name for m in meta], "dtype_names": [str(m.dtype) for m in meta],
-                                    "shapes": [list(m.shape) for m in meta]})
-        self.sent.append([(name, t.dtype, tuple(t.shape)) for name, t in self.source])
-        self.client.finish_weight_update()
-
-    def shutdown(self):
-        self.closed = True
+    assert sorted(pool.actors[2].ran) == [2, 3, 3]  # its own chunk, then each dead actor's
+    assert pool.last_stats["reruns"] == 2
 
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
     import ray
 
-    names = ["vllm", "vllm.distributed", "vllm.distributed.weight_transfer",
-             "vllm.distributed.weight_transfer.nccl_engine", "vllm.distributed.weight_transfer.base"]
-    for name in names:
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerInitInfo = FakeInitInfo
-    sys.modules["vllm.distributed.weight_transfer.nccl_engine"].NCCLTrainerWeightTransferEngine = FakeTrainerEngine
-    sys.modules["vllm.distributed.weight_transfer.base"].ParamMeta = FakeParamMeta
-    sys.modules["vllm.distributed.weight_transfer.base"].WeightSource = FakeWeightSource
+    fake_trainer_side(monkeypatch)
     monkeypatch.setattr(ray, "get", lambda value, timeout=None: value)
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.1")
-    FakeTrainerEngine.made = []
     return FakeTrainerEngine
 
 
@@ -225,10 +160,11 @@ class LocalPoolHandle:
 
 def test_nccl_sync_forms_the_group_once_and_again_after_a_restart(fake_vllm):
     pool = fake_pool(2)
-    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
-    state = {"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(4)}
+    sync = NcclSync(LocalPoolHandle(pool), device="cpu")
+    state = DictWeights({"a.weight": torch.ones(2, 3, dtype=torch.bfloat16), "b.bias": torch.zeros(4, dtype=torch.bfloat16)})
     sync.publish(state, 1)
     sync.publish(state, 2)
+    assert state.iterations == 2  # once per publish
     [engine] = fake_vllm.made
     assert engine.init_info.world_size == 3  # the trainer and one worker per engine
     assert engine.sent == [[("a.weight", torch.bfloat16, (2, 3)), ("b.bias", torch.bfloat16, (4,))]] * 2
@@ -275,8 +211,8 @@ def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
         return await answer(step, payload)
 
     dying.weight_transfer = Remote(die_at_first_init)
-    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
-    sync.publish({"a.weight": torch.ones(2, 3)}, 1)
+    sync = NcclSync(LocalPoolHandle(pool), device="cpu")
+    sync.publish(DictWeights({"a.weight": torch.ones(2, 3)}), 1)
     [engine] = fake_vllm.made  # the second attempt formed the group
     assert engine.init_info.world_size == 3 and sync.members == [(0, 1000), (1, 1101)]
     assert [a.pushed_version for a in pool.actors] == [1, 1]
@@ -284,29 +220,23 @@ def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
 
 def test_the_sent_source_is_a_weight_source_with_its_group_api(fake_vllm):
     pool = fake_pool(1)
-    sync = NcclSync(LocalPoolHandle(pool), rank=0, wire_dtype="bfloat16", device="cpu")
-    sync.publish({"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(4)}, version=1)
-    source = fake_vllm.made[0].source
+    sync = NcclSync(LocalPoolHandle(pool), device="cpu")
+    weights = DictWeights({"a.weight": torch.ones(2, 3, dtype=torch.bfloat16), "b.bias": torch.zeros(4, dtype=torch.bfloat16)})
+    sync.publish(weights, version=1)
+    assert fake_vllm.made[0].source.weights is None  # the group keeps nothing of a finished publish
+    source = weight_sync.weight_source(weights, "cpu")
     assert isinstance(source, FakeWeightSource) and source.held_names() is None
     groups = list(source.iter_groups())
     assert [names for names, _ in groups] == [["a.weight"], ["b.bias"]]
     assert all(t.dtype == torch.bfloat16 for _, tensors in groups for t in tensors)
 
 
-def test_nccl_sync_other_ranks_only_gathered(fake_vllm):
-    NcclSync(None, rank=1, device="cpu").publish(None, 1)
-    assert fake_vllm.made == []
-    with pytest.raises(ValueError, match="rank 0 must publish"):
-        NcclSync(None, rank=0, device="cpu").publish(None, 1)
-
-
 def test_weight_sync_for_the_config():
-    cfg = types.SimpleNamespace(rollout=types.SimpleNamespace(backend="vllm", transfer_timeout_s=5.0),
-                                policy=types.SimpleNamespace(dtype="bfloat16"))
-    sync = weight_sync.weight_sync_for(cfg, None, 0)
+    cfg = types.SimpleNamespace(rollout=types.SimpleNamespace(backend="vllm", transfer_timeout_s=5.0))
+    sync = weight_sync.weight_sync_for(cfg, None)
     assert isinstance(sync, NcclSync) and sync.timeout_s == sync.client.timeout_s == 5.0
     cfg.rollout.backend = "hf"
-    assert isinstance(weight_sync.weight_sync_for(cfg, None, 0), ObjectStoreSync)
+    assert isinstance(weight_sync.weight_sync_for(cfg, None), ObjectStoreSync)
 
 
 def test_a_state_with_tied_weights_can_be_written_for_vllm_to_reload(tmp_path):
