@@ -69,6 +69,7 @@ class FakeEngineActor(RolloutActor):
         self.engine = DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
         self.retriever = FakeRetriever()
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
+        self.episodes_done: dict[str, int] = {}
         self.pushed_version = None
 
 
