@@ -8,8 +8,9 @@ wheels where it is missing). Checks, each printing PASS or FAIL:
    one AdamW step at lr 1e-6 changes the weights (a bf16 copy of them would mostly not change);
 2. chunked log-probs and entropy at a Qwen2-7B-shaped vocabulary (152064, hidden 3584) over 4k tokens:
    equal to the unchunked computation, with the peak memory of both (forward + backward) reported;
-3. ``HFEngine`` on the GPU, loaded with the FSDP-gathered weights (the publish path): its sampled tokens'
-   log-probs match the trainer's ``token_logprobs`` within 1e-3;
+3. the publish path: the FSDP actor's weights streamed one unit at a time (``PolicyWeights``) equal the
+   whole-model gather cast to bf16; ``HFEngine`` on the GPU, loaded with the streamed weights, samples
+   tokens whose log-probs match the trainer's ``token_logprobs`` within 1e-3;
 4. the memory plan against a measurement: ``s3_8_3_3``'s trainer (actor + critic + reference, FSDP, its
    micro-batch and 8000-token episodes) built by ``build_learner`` from a random-weight Qwen2.5-1.5B-shaped
    model on one rank, one PPO update run, and the peak GPU memory compared with ``memory_plan.plan`` for
@@ -65,6 +66,7 @@ from s3ray.agent.episode import Episode  # noqa: E402
 from s3ray.train import distributed  # noqa: E402
 from s3ray.train.batch import collate_episodes  # noqa: E402
 from s3ray.train.policy import token_logprobs  # noqa: E402
+from s3ray.train.weight_stream import PolicyWeights  # noqa: E402
 
 RESULTS: list[tuple[str, bool, str]] = []
 
@@ -128,10 +130,18 @@ def check_fsdp_update(device: torch.device, small: bool) -> dict[str, torch.Tens
            f"one AdamW step at lr 1e-6 changed {100 * changed:.1f}% of the fp32 master weights "
            f"(a bf16 copy: {100 * bf16_changed:.1f}%); masters {sorted(map(str, masters))}, compute "
            f"{actor.mixed_precision.param_dtype}, grad norm {norm:.3g}")
-    state = distributed.hf_full_state(actor)
+    state = distributed.hf_full_state(actor)  # the final export's path: the whole model at once
     report("fsdp_gathered_state", state is not None and set(state) == set(model.state_dict()),
            f"{len(state or {})} Hugging Face-named tensors gathered from the FSDP actor")
-    return state
+    # The publish path: one FSDP unit at a time, cast to the rollout dtype as it goes.
+    stream = PolicyWeights(actor, torch.bfloat16)
+    streamed = {name: t.detach().cpu() for name, t in stream}
+    names = [name for name, _, _ in stream.metadata()]
+    mismatched = [n for n in names if n not in streamed or not torch.equal(streamed[n], state[n].to(torch.bfloat16))]
+    report("fsdp_streamed_publish", list(streamed) == names and not mismatched,
+           f"{len(streamed)} tensors streamed unit by unit in bf16, in metadata order: "
+           f"{'all equal to the whole-model gather cast to bf16' if not mismatched else f'mismatched {mismatched[:3]}'}")
+    return {name: t.detach().cpu() for name, t in PolicyWeights(actor, torch.float32)}
 
 
 def _peak(device: torch.device, fn) -> tuple[float, object]:
