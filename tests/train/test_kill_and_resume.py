@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from s3ray.config import load_config
+from s3ray.train.algorithms import algorithm_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -92,5 +93,5 @@ def test_train_killed_mid_update_resumes_from_the_last_checkpoint_with_the_same_
     # Step 1 was not trained again, step 2 was (its metrics are logged after its update: once), step 3 too.
     assert sorted(m.step for m in client.get_metric_history(run_id, "reward")) == [1, 2, 3]
     assert same_batch_after_resume(drawn, step_questions(client, run_id, 2, tmp_path / "again"))
-    assert len(drawn) == 4 * cfg.train.samples_per_question
+    assert len(drawn) == 4 * algorithm_for(cfg.train).samples_per_question(cfg.train)
     assert (cfg.train.export_dir / "config.json").is_file()
