@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +91,15 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports. Every socket stays bound until all are picked: picked one at a time,
+    the kernel can hand out the same port twice, and Ray refuses to start when two of its components get
+    one port (seen in CI: client server and dashboard both on 37157)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -146,9 +151,10 @@ class LocalCluster:
     def _start(cls, cfg: S3Config, log_path: Path) -> LocalCluster:
         host = cfg.cluster.dashboard_host
         dash_port = cfg.cluster.dashboard_port
+        ports = iter(_free_ports(7))
         if not _port_is_free(host, dash_port):
-            dash_port = _free_port()
-        gcs_port = cfg.demo.ray_port or _free_port()
+            dash_port = next(ports)
+        gcs_port = cfg.demo.ray_port or next(ports)
         ray_bin = str(Path(sys.executable).with_name("ray"))
         print(ensure_auth_token(ray_bin), flush=True)
         cmd = [
@@ -156,9 +162,9 @@ class LocalCluster:
             f"--port={gcs_port}", f"--num-cpus={cfg.cluster.num_cpus or os.cpu_count()}",
             "--include-dashboard=true", f"--dashboard-host={host}", f"--dashboard-port={dash_port}",
             # Ports whose defaults are fixed would collide with any other Ray cluster on the machine.
-            f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
+            f"--ray-client-server-port={next(ports)}", f"--dashboard-agent-listen-port={next(ports)}",
+            f"--dashboard-agent-grpc-port={next(ports)}", f"--runtime-env-agent-port={next(ports)}",
+            f"--metrics-export-port={next(ports)}",
         ]
         if cfg.cluster.object_store_mb:
             cmd.append(f"--object-store-memory={cfg.cluster.object_store_mb * 1024 * 1024}")
