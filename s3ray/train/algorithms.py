@@ -100,14 +100,7 @@ class GRPO(Algorithm):
 class DrGRPO(GRPO):
     def episode_advantages(self, scores: torch.Tensor, group_ids: Sequence[str]) -> torch.Tensor:
         """``score - mean_group``: no division by the group's std (a group of one, or of equal scores, gets 0)."""
-        if len(group_ids) != scores.shape[0]:
-            raise ValueError(f"{len(group_ids)} group ids for {scores.shape[0]} scores")
-        index = {gid: i for i, gid in enumerate(dict.fromkeys(group_ids))}
-        group = torch.tensor([index[gid] for gid in group_ids], device=scores.device)
-        scores = scores.float()
-        sums = torch.zeros(len(index), device=scores.device).index_add_(0, group, scores)
-        counts = torch.bincount(group, minlength=len(index)).float()
-        return scores - (sums / counts)[group]
+        return losses.grpo_advantages(scores, group_ids, scale_by_std=False)
 
     def loss_denominator(self, action_tokens: torch.Tensor, episodes: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         return episodes.clamp(min=1) * cfg.dr_grpo_max_tokens

@@ -101,8 +101,10 @@ def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tens
     return advantages, returns
 
 
-def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float = 1e-6) -> torch.Tensor:
-    """Group-normalised episode advantages: ``(score - mean_group) / (std_group + eps)``.
+def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float = 1e-6,
+                    scale_by_std: bool = True) -> torch.Tensor:
+    """Group-normalised episode advantages: ``(score - mean_group) / (std_group + eps)``, or only
+    ``score - mean_group`` without ``scale_by_std`` (Dr. GRPO).
 
     Groups are the episodes of one question (its stable id). A group of one has no baseline to compare
     with and gets advantage 0 (it teaches nothing), as does a group whose scores are all equal.
@@ -120,7 +122,7 @@ def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float =
         group = scores[idx].float()
         std = group.std()
         if std > 0:
-            advantages[idx] = (group - group.mean()) / (std + eps)
+            advantages[idx] = (group - group.mean()) / (std + eps) if scale_by_std else group - group.mean()
     return advantages
 
 
