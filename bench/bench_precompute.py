@@ -1,7 +1,7 @@
 """Naive-RAG precompute throughput and the default generator's naive-RAG GenAcc on the dev set.
 
     precompute.questions_per_s            the Ray Data pipeline (batched retrieve through the deployment
-                                          handle, concurrent answers) over the dev set, against the seed's
+                                          handles, concurrent answers) over the dev set, against the seed's
                                           way on the same services: a loop that retrieves and answers one
                                           question at a time over HTTP (baseline, ratio).
     precompute.questions_per_s.vs_reader  the same pipeline rate against the reader's own in-process
@@ -30,13 +30,14 @@ ROUNDS = 2
 
 def sequential_rate(cfg, questions) -> float:
     """The seed's precompute: for each question, one retrieve request, one generation, one score."""
+    from s3ray.generation.client import GeneratorClient
     from s3ray.generation.prompts import answer_messages
     from s3ray.retrieval.client import RetrieverClient
     from s3ray.reward.services import Services
 
-    services = Services(cfg)
-    retriever = RetrieverClient.from_config(cfg)  # HTTP, as the seed retrieved (not the services' handle)
-    generator, scorer = services.generator, services.scorer
+    # HTTP, as the seed retrieved and answered (not the services' handles)
+    retriever, generator = RetrieverClient.from_config(cfg), GeneratorClient.from_config(cfg.generator)
+    scorer = Services(cfg).scorer
     start = time.perf_counter()
     for q in questions:
         [docs] = retriever.search([q.question], cfg.rag_cache.topk)

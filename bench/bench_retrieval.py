@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import figure, free_port
+from common import closed_loop, figure, free_port, shutdown
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -99,24 +99,6 @@ def baseline_server(config_json: str, port: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Load generation
 # ---------------------------------------------------------------------------------------------------
-async def closed_loop(search, queries: list[str], clients: int, per_request: int) -> tuple[float, list[float]]:
-    """``clients`` workers each sending ``per_request`` queries per call until ``queries`` are done;
-    (queries/s, per-call latencies in ms)."""
-    requests = [queries[i:i + per_request] for i in range(0, len(queries), per_request)]
-    await asyncio.gather(*(search(r) for r in requests[:clients]))  # warm-up
-    todo, latencies = iter(requests), []
-
-    async def worker() -> None:
-        for request in todo:
-            started = time.perf_counter()
-            await search(request)
-            latencies.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return len(queries) / (time.perf_counter() - started), latencies
-
-
 def measure(client, name: str, questions: list[str], requests: int) -> dict[str, tuple[float, float, float]]:
     out = {}
     for load, (clients, per_request) in LOADS.items():
@@ -192,9 +174,6 @@ def main() -> int:
         baseline_server(args.baseline_server[0], int(args.baseline_server[1]))
         return 0
 
-    import ray
-    from ray import serve
-
     from s3ray.cluster import init_ray
     from s3ray.retrieval.client import RetrieverClient
     from s3ray.retrieval.indexing import build_index
@@ -252,9 +231,7 @@ def main() -> int:
                                   [r[load][i] for r in base], "ms", lower_is_better=True)
             median_figure("retriever.handle.qps.c32", handle, [r["c32"][0] for r in base], "queries/s")
         finally:
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
+            shutdown()
     return 0
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,10 +25,28 @@ def figure(name: str, value: float, unit: str, baseline: float | None = None, *,
     print(json.dumps(row), flush=True)
 
 
+async def closed_loop(search, queries: list[str], clients: int, per_request: int) -> tuple[float, list[float]]:
+    """``clients`` workers each sending ``per_request`` queries per call until ``queries`` are done;
+    (queries/s, per-call latencies in ms)."""
+    requests = [queries[i:i + per_request] for i in range(0, len(queries), per_request)]
+    await asyncio.gather(*(search(r) for r in requests[:clients]))  # warm-up
+    todo, latencies = iter(requests), []
+
+    async def worker() -> None:
+        for request in todo:
+            started = time.perf_counter()
+            await search(request)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return len(queries) / (time.perf_counter() - started), latencies
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from s3ray.ports import free_ports
+
+    return free_ports(1)[0]
 
 
 def demo_services(overrides: list[str]):

@@ -69,6 +69,10 @@ class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    def url(self, route_prefix: str) -> str:
+        """The URL of an app mounted at ``route_prefix`` on this Serve proxy."""
+        return f"http://{self.host}:{self.port}{route_prefix.rstrip('/')}"
+
 
 class TrackingConfig(Section):
     tracking_uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db (absolute: workers run elsewhere)
@@ -199,6 +203,9 @@ class GeneratorConfig(Section):
     # s3ray/generation/reader.py says why)
     reader_link_titles: bool = True
     reader_cache_entries: int = Field(200_000, ge=0)  # sentence vectors kept per replica (~1.5 KB each); 0: none
+    # In-cluster callers (reward, precompute, evaluate) call a reader / hf generator served by this
+    # cluster's Serve proxy (base_url is the proxy's) by deployment handle; False: HTTP at base_url.
+    use_handle: bool = True
 
 
 class JudgeConfig(Section):
@@ -644,12 +651,11 @@ class S3Config(Section):
         for spec in (self.corpus, *self.data.train, *self.data.dev):
             if not spec.path.is_absolute():
                 object.__setattr__(spec, "path", self.paths.data_dir / spec.path)
-        base = f"http://{self.serve.host}:{self.serve.port}"
         if self.retriever.url is None:
-            object.__setattr__(self.retriever, "url", base + self.retriever.route_prefix.rstrip("/"))
+            object.__setattr__(self.retriever, "url", self.serve.url(self.retriever.route_prefix))
         for gen in (self.generator, self.judge.generator, self.inference.reasoner):
             if gen is not None and gen.base_url is None and gen.backend != "openai":
-                object.__setattr__(gen, "base_url", base + gen.route_prefix.rstrip("/") + "/v1")
+                object.__setattr__(gen, "base_url", self.serve.url(gen.route_prefix) + "/v1")
             if gen is not None and gen.backend == "openai" and gen.base_url is None:
                 raise ValueError("generator backend 'openai' needs base_url (the endpoint's /v1 URL)")
         if self.tracking.tracking_uri is None:

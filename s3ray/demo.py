@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import yaml
 
 from s3ray.cluster import worker_env
 from s3ray.config import REPO_ROOT, S3Config
+from s3ray.ports import free_ports
 
 # demo stage -> the `s3ray` stage its job runs; "deploy" always runs, since Serve apps live and die with the
 # cluster.
@@ -91,17 +92,6 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports. Every socket stays bound until all are picked: picked one at a time,
-    the kernel can hand out the same port twice, and Ray refuses to start when two of its components get
-    one port (seen in CI: client server and dashboard both on 37157)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -151,7 +141,7 @@ class LocalCluster:
     def _start(cls, cfg: S3Config, log_path: Path) -> LocalCluster:
         host = cfg.cluster.dashboard_host
         dash_port = cfg.cluster.dashboard_port
-        ports = iter(_free_ports(7))
+        ports = iter(free_ports(7))
         if not _port_is_free(host, dash_port):
             dash_port = next(ports)
         gcs_port = cfg.demo.ray_port or next(ports)

@@ -61,13 +61,8 @@ class GeneratorClient:
                                f"(is the service up?): {last}")
 
     def _sampling(self, max_tokens: int | None, temperature: float | None, top_p: float | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model,
-                                "temperature": self.temperature if temperature is None else temperature}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        if top_p is not None:
-            body["top_p"] = top_p
-        return body
+        return sampling_body(self.model, self.temperature if temperature is None else temperature, max_tokens,
+                             top_p)
 
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         url = f"{self.base_url}/{path}"
@@ -107,6 +102,16 @@ class GeneratorClient:
     def chat_many(self, batch: Sequence[Messages], max_tokens: int | None = None,
                   temperature: float | None = None) -> list[str]:
         return self._http.run(lambda: self.achat_many(batch, max_tokens, temperature))
+
+
+def sampling_body(model: str, temperature: float, max_tokens: int | None, top_p: float | None) -> dict[str, Any]:
+    """The model and sampling fields of an OpenAI request body (a field left as None is not sent)."""
+    body: dict[str, Any] = {"model": model, "temperature": temperature}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if top_p is not None:
+        body["top_p"] = top_p
+    return body
 
 
 def _reply_text(response: httpx.Response, url: str, keys: tuple[str, ...]) -> str:

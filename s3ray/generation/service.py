@@ -224,6 +224,19 @@ def _chat_server_class():
             # In a thread: the replica keeps accepting requests (the next batch) while this one runs.
             return await asyncio.to_thread(self.backend.generate, requests)
 
+        def _parse(self, body: Any) -> ChatRequest:
+            """An OpenAI chat body as a request this backend can answer; BadRequest otherwise."""
+            chat = parse_chat_request(body, self.model_name)
+            self.backend.check(chat)
+            return chat
+
+        async def chat(self, bodies: list[dict[str, Any]]) -> list[str]:
+            """The deployment-handle entry (:mod:`s3ray.generation.handle`): OpenAI chat bodies, checked as
+            over HTTP, answered through the same ``@serve.batch`` (merged with every other caller's); the
+            reply texts in order. A malformed body raises BadRequest (the caller sees it in the error)."""
+            chats = [self._parse(body) for body in bodies]
+            return [reply.text for reply in await asyncio.gather(*(self.generate_batch(c) for c in chats))]
+
         async def __call__(self, request: Request):
             path = request.url.path.rstrip("/")
             if request.method == "GET" and path in ("/health", "/v1/health"):
@@ -233,9 +246,7 @@ def _chat_server_class():
                                                                  "owned_by": "s3ray"}]})
             if request.method == "POST" and path == "/v1/chat/completions":
                 try:
-                    chat = parse_chat_request(await serving.read_json(request, self.max_body_bytes),
-                                              self.model_name)
-                    self.backend.check(chat)
+                    chat = self._parse(await serving.read_json(request, self.max_body_bytes))
                 except BadRequest as err:
                     return serving.error_response(err)
                 reply = await self.generate_batch(chat)

@@ -1,6 +1,7 @@
 """The services the reward and every scoring stage talk to, built from one config in one place: the
-in-cluster retriever, the generator client, the GenAcc scorer (and its LLM judge), the naive-RAG cache and
-its identity. Rollout actors, the precompute's Ray Data actors and the evaluate stage all take them from here.
+in-cluster retriever and generator (deployment handles where this cluster serves them, else HTTP), the
+GenAcc scorer (and its LLM judge), the naive-RAG cache and its identity. Rollout actors, the precompute's
+Ray Data actors and the evaluate stage all take them from here.
 
 Each is built on first use, so a caller pays only for what it uses: an inference rollout never loads the
 cache, the evaluate stage never retrieves, and a judge misconfiguration fails where a judge is needed.
@@ -33,9 +34,10 @@ class Services:
 
     @cached_property
     def generator(self):
-        from s3ray.generation.client import GeneratorClient
+        """The Serve app's deployment handle when this cluster serves the generator, else HTTP."""
+        from s3ray.generation.handle import in_cluster_generator
 
-        return GeneratorClient.from_config(self.generator_config)
+        return in_cluster_generator(self.generator_config, self.cfg.serve)
 
     @cached_property
     def scorer(self):

@@ -42,9 +42,10 @@ timeout of its own: a member that dies *during* the broadcast still leaves it wa
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
+
+from s3ray.ports import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +165,6 @@ def weight_source(weights: Weights | None, device):
     return type("WeightStreamSource", (StreamedWeights, WeightSource), {})(weights, device)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 class NcclSync:
     """vLLM's NCCL weight transfer, re-forming the group whenever the pool's actors changed."""
 
@@ -189,7 +184,8 @@ class NcclSync:
             NCCLTrainerWeightTransferEngine,
         )
 
-        init_info = NCCLTrainerInitInfo(master_address=ray.util.get_node_ip_address(), master_port=_free_port(),
+        init_info = NCCLTrainerInitInfo(master_address=ray.util.get_node_ip_address(),
+                                        master_port=free_ports(1, host="")[0],
                                         world_size=1 + WORKERS_PER_ENGINE * len(members), packed=self.packed,
                                         rank=0)
         if self.engine is not None:

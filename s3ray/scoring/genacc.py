@@ -33,7 +33,7 @@ class AnswerScore:
 class GenAccScorer:
     def __init__(self, judge_client=None, judge_max_tokens: int = 10, judge_style: str = "contains",
                  span_check: bool = True):
-        self.judge_client = judge_client  # a GeneratorClient, or None for span-only GenAcc
+        self.judge_client = judge_client  # a GeneratorClient / HandleGenerator, or None for span-only GenAcc
         self.judge_max_tokens = judge_max_tokens
         self.judge_style = judge_style  # a key of generation.prompts.JUDGE_TEMPLATES
         # False: the judge alone decides (s3's MIRAGE evaluation); needs a judge client
@@ -52,9 +52,10 @@ class GenAccScorer:
         if judge.backend == "reader":
             raise ValueError("judge.enabled needs an LLM judge: the extractive reader cannot answer yes/no "
                              "questions. Set judge.generator to an hf/vllm/openai backend or disable the judge")
-        from s3ray.generation.client import GeneratorClient
+        from s3ray.generation.handle import in_cluster_generator
 
-        return cls(GeneratorClient.from_config(judge), cfg.judge.max_tokens, style or cfg.judge.style, span_check)
+        return cls(in_cluster_generator(judge, cfg.serve), cfg.judge.max_tokens, style or cfg.judge.style,
+                   span_check)
 
     async def _ask_judge(self, question: str, prediction: str, golds: Sequence[str]) -> bool:
         from s3ray.generation.prompts import judge_messages, parse_judge

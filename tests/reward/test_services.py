@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from s3ray.config import load_config
+from s3ray.generation.handle import HandleGenerator
 from s3ray.reward.cache import RagCache
 from s3ray.reward.record import CacheIdentity
 from s3ray.reward.services import Services
@@ -19,7 +20,8 @@ def cfg_for(tmp_path, *overrides):
 def test_services_follow_the_config(tmp_path):
     cfg = cfg_for(tmp_path, "judge.enabled=true", JUDGE)
     services = Services(cfg)
-    assert services.generator.base_url == cfg.generator.base_url.rstrip("/")
+    assert isinstance(services.generator, HandleGenerator)  # the reader this cluster serves
+    assert services.generator.app_name == cfg.generator.app_name
     assert services.scorer.judge_client.model == "judge-m" and services.scorer.judge_style == "contains"
     assert services.identity == CacheIdentity.from_config(cfg) and services.identity.judge == "openai:judge-m:contains"
     assert isinstance(services.rag_cache, RagCache) and len(services.rag_cache) == 0

@@ -1,0 +1,17 @@
+"""Free TCP ports, for a Ray cluster's components, a Serve proxy or a NCCL rendezvous."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import ExitStack
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` now ("": every interface). Every socket stays bound until
+    all are picked: picked one at a time, the kernel can hand out the same port twice, and Ray refuses to
+    start when two of its components get one port (seen in CI: client server and dashboard both on 37157)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
