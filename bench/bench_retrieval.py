@@ -13,16 +13,20 @@ same run (``--rounds`` rounds; every figure is the median over rounds). Settings
 - ``retriever.handle.qps.c32``: 32 concurrent single-query callers inside Ray through the deployment
   handle (:mod:`s3ray.retrieval.handle`, what the rollout actors and the precompute use), against the
   baseline's HTTP at c32.
+- ``retriever.qps.batch32.c4``: 4 clients sending 32 queries per request.
+- Every served figure again with ``--busy-loops`` (2) processes spinning on the cores (suffix ``.busy2``),
+  the baseline measured under the same load.
 - ``retriever.recall_at_3.dev``: share of dev questions (yes/no answers excluded) with a golden answer,
   normalized, inside one of the top-3 passages; baseline: BM25 over the same slice.
 
-    python bench/bench_retrieval.py [--passages 1000] [--requests 128] [--rounds 2]
+    python bench/bench_retrieval.py [--passages 1000] [--requests 128] [--rounds 2] [--busy-loops 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import statistics
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,8 @@ sys.path.insert(0, str(REPO))
 
 from s3ray.config import load_config  # noqa: E402
 
-LOADS = {"c1": (1, 1), "c8": (8, 1), "c32": (32, 1), "batch32": (1, 32)}  # name: (clients, queries/request)
+# name: (clients, queries per request)
+LOADS = {"c1": (1, 1), "c8": (8, 1), "c32": (32, 1), "batch32": (1, 32), "batch32.c4": (4, 32)}
 
 
 def note(message: str) -> None:
@@ -157,6 +163,28 @@ def answer_recall(searcher, dev: list[dict], k: int = 3) -> float:
     return hits / len(dev)
 
 
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """``n`` processes spinning (``while True: pass``) for the duration: the cores taken by other work."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
+def report(base: list[dict], ours: list[dict], handle: list[float], suffix: str) -> None:
+    for load in LOADS:
+        median_figure(f"retriever.qps.{load}{suffix}", [r[load][0] for r in ours], [r[load][0] for r in base],
+                      "queries/s")
+        for i, pct in ((1, "p50"), (2, "p99")):
+            median_figure(f"retriever.latency_{pct}_ms.{load}{suffix}", [r[load][i] for r in ours],
+                          [r[load][i] for r in base], "ms", lower_is_better=True)
+    median_figure(f"retriever.handle.qps.c32{suffix}", handle, [r["c32"][0] for r in base], "queries/s")
+
+
 def median_figure(name: str, ours: list[float], base: list[float], unit: str, **kwargs) -> None:
     note(f"{name}: ours {[round(v, 2) for v in ours]}, baseline {[round(v, 2) for v in base]}")
     figure(name, statistics.median(ours), unit, statistics.median(base), **kwargs)
@@ -168,6 +196,8 @@ def main() -> int:
     parser.add_argument("--dev", type=int, default=150, help="dev questions whose gold paragraphs are in it")
     parser.add_argument("--requests", type=int, default=128, help="requests per load")
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline / ours rounds")
+    parser.add_argument("--busy-loops", type=int, default=2,
+                        help="the served figures again with this many spinning processes (0: idle only)")
     parser.add_argument("--baseline-server", nargs=2, metavar=("CONFIG_JSON", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -215,21 +245,18 @@ def main() -> int:
                 base_client = RetrieverClient(f"http://127.0.0.1:{port}/retrieve", timeout_s=120.0, retries=0)
                 wait_health(base_client.url)
                 ours_client = RetrieverClient(deploy(cfg), timeout_s=120.0, retries=0)
-                base, ours, handle = [], [], []
-                for _ in range(args.rounds):  # alternately: the machine's load drifts
-                    base.append(measure(base_client, "baseline", questions, args.requests))
-                    ours.append(measure(ours_client, "s3ray", questions, args.requests))
-                    handle.append(handle_qps(cfg, questions, 4 * args.requests))
+                conditions = [("", 0)] + ([(f".busy{args.busy_loops}", args.busy_loops)] if args.busy_loops else [])
+                for suffix, loops in conditions:  # idle, then with the cores taken
+                    with busy_loops(loops):
+                        base, ours, handle = [], [], []
+                        for _ in range(args.rounds):  # alternately: the machine's load drifts
+                            base.append(measure(base_client, f"baseline{suffix}", questions, args.requests))
+                            ours.append(measure(ours_client, f"s3ray{suffix}", questions, args.requests))
+                            handle.append(handle_qps(cfg, questions, 4 * args.requests))
+                    report(base, ours, handle, suffix)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            for load in LOADS:
-                median_figure(f"retriever.qps.{load}", [r[load][0] for r in ours], [r[load][0] for r in base],
-                              "queries/s")
-                for i, pct in ((1, "p50"), (2, "p99")):
-                    median_figure(f"retriever.latency_{pct}_ms.{load}", [r[load][i] for r in ours],
-                                  [r[load][i] for r in base], "ms", lower_is_better=True)
-            median_figure("retriever.handle.qps.c32", handle, [r["c32"][0] for r in base], "queries/s")
         finally:
             shutdown()
     return 0

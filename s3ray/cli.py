@@ -85,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s3ray: {err}", file=sys.stderr)
         return 2
     if stage == "config":
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from s3ray.resources import resolve_resources, usable_cores
+
+        cores = usable_cores(cfg.cluster.num_cpus)
+        resolved, choices = resolve_resources(cfg, cores)
+        print(f"# resolved on {cores} core(s) (the cores this machine gives, at most cluster.num_cpus):")
+        print("".join(f"#   {c.key}: {c.value}  ({c.why})\n" for c in choices), end="")
+        print(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
         return 0
     result = _resolve(STAGES[stage][0])(cfg)
     return int(result) if isinstance(result, int) else 0

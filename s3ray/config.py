@@ -139,13 +139,15 @@ class RetrieverConfig(Section):
     url: str | None = None  # None: http://<serve.host>:<serve.port>/retrieve
     app_name: str = "retriever"
     route_prefix: str = "/retrieve"
-    num_replicas: int = 1
+    # 0: one torch_threads-thread replica per core Ray gives (one with a GPU); s3ray/resources.py says
+    # why, `s3ray config` prints the choice. A large index (a copy per replica) wants an explicit 1.
+    num_replicas: int = Field(0, ge=0)
     num_cpus: float = 0.5
     num_gpus: float = 0.0
     index_shards: int = 1  # an index too large for one replica is split; results are merged
-    # Torch threads per replica (0: every core of the node), whatever its num_cpus (Ray would set it
-    # from them). One: on a busy 2-core machine a two-thread OpenMP team waits at every barrier for its
-    # preempted half (c8 ran at 6 queries/s with two threads, 40 with one); scale with num_replicas.
+    # Torch threads per replica (0: the cores shared among the replicas), whatever its num_cpus (Ray
+    # would set it from them). One: on a busy 2-core machine a two-thread OpenMP team waits at every
+    # barrier for its preempted half (c8 ran at 6 queries/s with two threads, 40 with one).
     torch_threads: int = 1
     encoder_max_batch_size: int = 32
     # 0: no wait; queries that arrive while a batch is encoded form the next batch (a wait would only

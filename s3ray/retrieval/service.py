@@ -9,15 +9,15 @@ is the wiki-18 corpus row (quoted title line, then the text), exactly what Searc
 Callers inside the cluster skip HTTP: :mod:`s3ray.retrieval.handle` calls the deployment's ``search``
 method through a Serve handle and gets :class:`~s3ray.types.Doc` objects back.
 
-One FastAPI ingress deployment holds the searcher. Every query of every request goes through one
+One deployment holds the searcher and answers HTTP itself (a plain ASGI handler). Every query of every request goes through one
 ``@serve.batch`` method, so concurrent requests (and multi-query requests) are encoded and searched
 together: throughput grows with concurrency instead of queueing one request at a time. The batch runs
 in the replica's one search thread, so the event loop keeps accepting requests (the next batch)
 meanwhile, and searches never overlap.
 """
 
-# No ``from __future__ import annotations``: FastAPI reads the route's annotations (``Request``) in the
-# Serve replica, where string annotations of this cloudpickled class could not be resolved.
+from __future__ import annotations
+
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -76,38 +76,17 @@ def response_body(results: list[list[Doc]], return_scores: bool) -> dict[str, An
     return {"result": [[document(d) for d in docs] for docs in results]}
 
 
-class _PrefixRoot:
-    """ASGI middleware: route ``POST /retrieve`` (the app's bare prefix) to "/" instead of a 307.
-
-    Serve mounts the app under its route prefix, so the contract's URL reaches FastAPI with an empty
-    path, which FastAPI would answer with a redirect to ``/retrieve/`` that clients don't follow.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            root, path = scope.get("root_path", ""), scope["path"]
-            if (path[len(root):] if path.startswith(root) else path) == "":
-                scope = {**scope, "path": path + "/", "raw_path": (path + "/").encode()}
-        await self.app(scope, receive, send)
-
-
 def _retriever_class():
     """The Serve deployment class (built lazily so importing this module does not import Ray Serve)."""
-    from fastapi import FastAPI, Request
     from ray import serve
+    from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     from s3ray.retrieval.searchers import load_searcher
 
     defaults = RetrieverConfig.model_fields  # the batch settings below are replaced from the config at start
-    api = FastAPI(title="s3ray retriever")
-    api.add_middleware(_PrefixRoot)
 
     @serve.deployment
-    @serve.ingress(api)
     class Retriever:
         def __init__(self, cfg_dict: dict):
             from s3ray.cluster import set_torch_threads
@@ -136,12 +115,14 @@ def _retriever_class():
             """The deployment-handle entry (:mod:`s3ray.retrieval.handle`): the queries join the batch."""
             return list(await asyncio.gather(*(self.search_batch((q, k)) for q in queries)))
 
-        @api.get("/health")
-        async def health(self) -> dict[str, Any]:
-            return {"status": "ok", "backend": self.retriever.backend, "rows": self.searcher.rows}
-
-        @api.post("/")
-        async def retrieve(self, request: Request):
+        async def __call__(self, request: Request):
+            # A plain ASGI handler, not a FastAPI app: two routes need no router, and a lone query's
+            # latency is mostly such per-request layers (bench/bench_single_query.py).
+            route = app_route(request.scope)
+            if request.method == "GET" and route == "/health":
+                return JSONResponse({"status": "ok", "backend": self.retriever.backend, "rows": self.searcher.rows})
+            if request.method != "POST" or route != "":
+                return serving.error_response(BadRequest(f"no route {request.method} {route or '/'}", status=404))
             try:
                 r = self.retriever
                 req = parse_retrieve_request(await serving.read_json(request, r.max_body_bytes),
@@ -149,18 +130,33 @@ def _retriever_class():
                                              default_topk=r.default_topk, max_query_chars=r.max_query_chars)
             except BadRequest as err:
                 return serving.error_response(err)
-            # Serialised once by json (a returned dict would go through FastAPI's field-by-field encoder).
             return JSONResponse(response_body(await self.search(req.queries, req.topk), req.return_scores))
 
     return Retriever
 
 
+def app_route(scope: dict[str, Any]) -> str:
+    """The request's path below the app's route prefix, without a trailing slash: "" for ``/retrieve``
+    itself, "/health" for ``/retrieve/health`` (whether or not the server put the prefix in the path)."""
+    root, path = scope.get("root_path", ""), scope["path"]
+    return (path[len(root):] if root and path.startswith(root) else path).rstrip("/")
+
+
 def build_app(cfg: S3Config):
-    """The retriever Serve application (not started)."""
+    """The retriever Serve application (not started), its automatic replicas / threads resolved on the
+    cores Ray gives (:mod:`s3ray.resources`)."""
+    from s3ray.resources import ray_cores, resolve_resources
+
+    cfg, choices = resolve_resources(cfg, ray_cores())
+    log.info("retriever resources: %s", "; ".join(f"{c.key}={c.value} ({c.why})" for c in choices[:2]))
     r = cfg.retriever
     server = _retriever_class().options(
         num_replicas=r.num_replicas, max_ongoing_requests=r.max_ongoing_requests,
-        ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus},
+        ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus,
+                           # The handler on the replica's own event loop: Serve's default runs user code
+                           # on a second loop in another thread, one more hand-over per request (its
+                           # searches run in the search thread either way).
+                           "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
         # A log line per request costs the replica CPU at every query of every rollout; errors still log.
         logging_config={"enable_access_log": False})
     return server.bind(cfg.model_dump(mode="json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3ray.retrieval.service import parse_retrieve_request, response_body
+from s3ray.retrieval.service import app_route, parse_retrieve_request, response_body
 from s3ray.types import Doc
 
 LIMITS = {"max_topk": 10, "max_queries": 3, "default_topk": 3}
@@ -43,3 +43,10 @@ def test_response_shapes_match_search_r1():
     document = {"id": "d1", "contents": '"Title"\nText.'}
     assert response_body(docs, True) == {"result": [[{"document": document, "score": 0.5}]]}
     assert response_body(docs, False) == {"result": [[document]]}
+
+
+@pytest.mark.parametrize("path, route", [("/retrieve", ""), ("/retrieve/", ""), ("/retrieve/health", "/health"),
+                                         ("/health", "/health"), ("", ""), ("/retrieve/nope/", "/nope")])
+def test_app_route_is_the_path_below_the_prefix(path, route):
+    assert app_route({"root_path": "/retrieve", "path": path}) == route
+    assert app_route({"path": "/health/"}) == "/health"

@@ -1,0 +1,76 @@
+"""What the cores call for: the retriever's replicas and threads, and the embedders' threads, that a
+config's automatic settings (0) resolve to on the cores Ray gives, each with its reason. The retriever's
+deployment uses them; ``s3ray config`` prints them.
+
+Why one 1-thread retriever replica per core by default: on an idle 2-core machine one 1-thread replica
+leaves a core idle, and a 2-thread team collapses when the machine is busy (its threads wait at every
+OpenMP barrier for a preempted teammate: c8 fell from 40 to 6 queries/s). Replicas of one thread each
+use every idle core and have no teammate to wait for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from s3ray.config import S3Config, config_from_dict
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str  # dotted config key
+    value: int
+    why: str
+
+
+def usable_cores(ray_cpus: float | None = None) -> int:
+    """The cores this process may run on (its CPU affinity), fewer when Ray's cluster has fewer logical
+    CPUs (``ray_cpus``); logical CPUs beyond the cores (a cluster started with more) add no compute."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, int(ray_cpus))) if ray_cpus else cores
+
+
+def ray_cores() -> int:
+    """:func:`usable_cores` as the connected Ray cluster sees them (this machine's alone without Ray)."""
+    import ray
+
+    return usable_cores(ray.cluster_resources().get("CPU") if ray.is_initialized() else None)
+
+
+def resource_choices(cfg: S3Config, cores: int) -> list[Choice]:
+    """The retriever's and embedders' replicas / threads on ``cores`` cores: a configured value is kept,
+    an automatic one (0) is chosen here."""
+    r, index = cfg.retriever, cfg.index
+    if r.num_replicas:
+        replicas = Choice("retriever.num_replicas", r.num_replicas, "configured")
+    elif r.num_gpus > 0:
+        replicas = Choice("retriever.num_replicas", 1, "auto: one replica for its GPU")
+    elif r.torch_threads == 0:
+        replicas = Choice("retriever.num_replicas", 1, "auto: one replica, its threads on every core")
+    else:
+        n = max(1, cores // r.torch_threads)
+        per = "core" if r.torch_threads == 1 else f"{r.torch_threads} cores"
+        replicas = Choice("retriever.num_replicas", n,
+                          f"auto: one {r.torch_threads}-thread replica per {per} of {cores}: every idle core "
+                          "used, no thread team to stall when the machine is busy")
+    if r.torch_threads:
+        threads = Choice("retriever.torch_threads", r.torch_threads, "configured")
+    else:
+        threads = Choice("retriever.torch_threads", max(1, cores // replicas.value),
+                         f"auto: {cores} cores shared among {replicas.value} replica(s)")
+    if index.embed_torch_threads:
+        embed = Choice("index.embed_torch_threads", index.embed_torch_threads, "configured")
+    else:
+        embed = Choice("index.embed_torch_threads", max(1, cores // index.embed_actors),
+                       f"auto: {cores} cores shared among {index.embed_actors} embed actor(s)")
+    return [replicas, threads, embed]
+
+
+def resolve_resources(cfg: S3Config, cores: int) -> tuple[S3Config, list[Choice]]:
+    """``cfg`` with every automatic choice of :func:`resource_choices` filled in, and the choices."""
+    choices = resource_choices(cfg, cores)
+    data = cfg.model_dump(mode="json")
+    for choice in choices:
+        section, key = choice.key.split(".")
+        data[section][key] = choice.value
+    return config_from_dict(data), choices
