@@ -8,6 +8,7 @@ Settings and corpus slice are bench_retrieval.py's; ``--rounds`` alternating rou
                                          baseline: the peer's GET health (uvicorn + FastAPI)
     retriever.single.p50_ms.handle       the deployment handle's ``search`` (router, replica, @serve.batch,
                                          search thread; no HTTP)
+    retriever.single.p50_ms.handle_noop  the same with no query: the handle's round trip alone
     retriever.single.p50_ms.in_process   ``searcher.search`` in this process with the replica's torch threads
                                          (the compute alone); baseline: the same with torch's default threads
                                          (the peer's)
@@ -92,6 +93,8 @@ def main() -> int:
                         "peer_noop": p50_ms(lambda _: http.get(f"{peer}/health"), questions),
                         "ours_noop": p50_ms(lambda _: http.get(f"{ours}/health"), questions),
                         "handle": p50_ms(lambda q: handle.search.remote([q], 3).result(), questions),
+                        # no query: the handle's round trip alone (no batch, no search thread)
+                        "handle_noop": p50_ms(lambda _: handle.search.remote([], 3).result(), questions),
                     }
                     set_torch_threads(default_threads)
                     measured["bare_default_threads"] = p50_ms(lambda q: searcher.search([q], 3), questions)
@@ -108,6 +111,7 @@ def main() -> int:
             figure("retriever.single.p50_ms.proxy_noop", med["ours_noop"], "ms", med["peer_noop"],
                    lower_is_better=True)
             figure("retriever.single.p50_ms.handle", med["handle"], "ms")
+            figure("retriever.single.p50_ms.handle_noop", med["handle_noop"], "ms")
             figure("retriever.single.p50_ms.in_process", med["bare_replica_threads"], "ms",
                    med["bare_default_threads"], lower_is_better=True)
         finally:
