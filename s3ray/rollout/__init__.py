@@ -1,7 +1,7 @@
 """Rollout: searcher episodes at scale, token in / token out, with Gain-Beyond-RAG rewards.
 
-- :mod:`~s3ray.rollout.engine`: ``SamplingParams``, ``Generation(token_ids, logprobs, finish_reason)``,
-  the ``RolloutEngine`` protocol (``await generate(prompt_ids, sampling)``,
+- :mod:`~s3ray.rollout.engine` (one module per engine): ``SamplingParams``, ``Generation(token_ids,
+  logprobs, finish_reason)``, the ``RolloutEngine`` protocol (``await generate(prompt_ids, sampling)``,
   ``await load_state_dict(state, version)``, ``.version``), ``HFEngine`` (transformers, dynamic batching;
   CPU or GPU), ``VLLMEngine`` (GPU), ``HeuristicEngine`` (the warm start's rule-based searcher).
 - :mod:`~s3ray.rollout.runner`: ``await run_episode(question, initial_docs, engine, retriever, tokenizer,
