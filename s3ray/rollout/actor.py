@@ -12,15 +12,17 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from s3ray.agent.environment import S3Environment
 from s3ray.agent.episode import Episode
 from s3ray.config import S3Config, config_from_dict
-from s3ray.rollout.engine import EngineDied, HeuristicEngine, SamplingParams
+from s3ray.rollout.engine import EngineDied, SamplingParams
+from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
 
-Policy = Literal["model", "heuristic"]
+PolicyName = Literal["model", "heuristic"]
 WorkItem = tuple[dict[str, Any], int]  # (question dict, sample index)
 
 
@@ -67,7 +69,7 @@ class RolloutActor:
         self.index = index
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
-        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
+        self.teacher = TeacherPolicy(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
         self.services = Services(self.cfg)
         self.retriever = self.services.retriever
         self._scorer = None  # built on the first rewarded batch: inference never needs it
@@ -84,14 +86,14 @@ class RolloutActor:
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,
-                  policy: Policy = "model", progress_key: str = "") -> list[Episode]:
+                  policy: PolicyName = "model", progress_key: str = "") -> list[Episode]:
         """Episodes of the (question, sample index) items, in item order. While it runs,
         ``progress(progress_key)`` counts its finished episodes (a distinct key per concurrent call)."""
         if policy not in ("model", "heuristic"):
             raise ValueError(f"unknown rollout policy {policy!r}; known: model, heuristic")
         if not items:
             return []
-        engine = self.heuristic if policy == "heuristic" else self.engine
+        chosen_policy = self.teacher if policy == "heuristic" else EnginePolicy(self.engine)
         sampling = sampling_for(self.cfg, greedy)
         questions = {q["id"]: Question.from_dict(q) for q, _ in items}
         ids = list(questions)
@@ -101,8 +103,9 @@ class RolloutActor:
 
         async def one(question_id: str, sample_index: int):
             async with self._in_flight:
-                episode = await run_episode(questions[question_id], initial[question_id], engine, self.retriever,
-                                            self.tokenizer, self.cfg.agent, sampling, sample_index)
+                env = S3Environment(self.cfg.agent, self.retriever, self.tokenizer)
+                episode = await run_episode(env, questions[question_id], initial[question_id], chosen_policy,
+                                            self.tokenizer, sampling, sample_index)
             self.episodes_done[progress_key] += 1
             return episode
 

@@ -45,6 +45,7 @@ def bandit_pool_cls(ray_cluster):
             import torch
 
             from s3ray.agent.episode import Episode
+            from s3ray.agent.trace import Trace, Turn
 
             self.calls.append([q["id"] for q in questions])
             episodes = []
@@ -59,8 +60,9 @@ def bandit_pool_cls(ray_cluster):
                     episodes.append(Episode(
                         question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
                         source=q["source"], prompt_ids=prompt, response_ids=[token], action_mask=[1],
-                        logprobs=[float(logp[token])], temperature=1.0, turns=[{"text": ""}],
-                        finish="complete", policy_version=self.versions[-1] if self.versions else -1,
+                        logprobs=[float(logp[token])], temperature=1.0,
+                        trace=Trace(turns=[Turn(text="", action="complete")], finish="complete"),
+                        policy_version=self.versions[-1] if self.versions else -1,
                         sample_index=i, acc_s3=reward, acc_rag=0.0, reward=reward, decided_by="span"))
             return episodes
 

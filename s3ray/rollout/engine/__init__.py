@@ -4,7 +4,6 @@ ids and their logprobs out.
 - :mod:`.base`: ``SamplingParams``, ``Generation``, the ``RolloutEngine`` protocol, ``EngineDied``, ``hit_stop``.
 - :mod:`.hf`: ``HFEngine``, a transformers causal LM with continuous batching (CPU default, also GPU).
 - :mod:`.vllm`: ``VLLMEngine``, vLLM's async engine (GPU only; vllm is imported on first use).
-- :mod:`.heuristic`: ``HeuristicEngine``, the warm start's rule-based searcher.
 
 The names are re-exported here: callers import them from ``s3ray.rollout.engine``. Importing this
 package imports neither torch nor vllm (each engine imports its library when built).
@@ -18,9 +17,8 @@ from s3ray.rollout.engine.base import (
     SamplingParams,
     hit_stop,
 )
-from s3ray.rollout.engine.heuristic import HeuristicEngine
 from s3ray.rollout.engine.hf import HFEngine
 from s3ray.rollout.engine.vllm import VLLMEngine
 
-__all__ = ["EngineDied", "FinishReason", "Generation", "HFEngine", "HeuristicEngine", "RolloutEngine",
+__all__ = ["EngineDied", "FinishReason", "Generation", "HFEngine", "RolloutEngine",
            "SamplingParams", "VLLMEngine", "hit_stop"]
