@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from s3ray.agent.environment import S3Environment
 from s3ray.agent.episode import Episode
-from s3ray.config import S3Config, config_from_dict
+from s3ray.config import S3Config
 from s3ray.rollout.engine import EngineDied, SamplingParams
 from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
@@ -23,7 +23,7 @@ from s3ray.types import Question
 log = logging.getLogger(__name__)
 
 PolicyName = Literal["model", "heuristic"]
-WorkItem = tuple[dict[str, Any], int]  # (question dict, sample index)
+WorkItem = tuple[Question, int]  # (question, sample index)
 
 
 def build_engine(cfg: S3Config, model_dir: str | Path, seed: int):
@@ -58,13 +58,13 @@ def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -
 
 
 class RolloutActor:
-    def __init__(self, cfg: dict[str, Any], model_dir: str, index: int = 0):
+    def __init__(self, cfg: S3Config, model_dir: str, index: int = 0):
         from transformers import AutoTokenizer
 
         from s3ray.cluster import set_torch_threads
         from s3ray.reward.services import Services
 
-        self.cfg = config_from_dict(cfg)
+        self.cfg = cfg
         set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
         self.index = index
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -95,7 +95,7 @@ class RolloutActor:
             return []
         chosen_policy = self.teacher if policy == "heuristic" else EnginePolicy(self.engine)
         sampling = sampling_for(self.cfg, greedy)
-        questions = {q["id"]: Question.from_dict(q) for q, _ in items}
+        questions = {q.id: q for q, _ in items}
         ids = list(questions)
         # Turn-0 docs: one batched call for the whole batch.
         found = await self.retriever.asearch(*turn0_request(self.cfg, [questions[i] for i in ids], with_reward))
@@ -111,7 +111,7 @@ class RolloutActor:
 
         self.episodes_done[progress_key] = 0
         try:
-            episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
+            episodes = await asyncio.gather(*(one(q.id, s) for q, s in items))
             if with_reward:
                 await self.scorer.score(episodes)
         except EngineDied:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from s3ray.config import config_from_dict
 from s3ray.rollout.actor import RolloutActor
 from s3ray.rollout.engine import EngineDied, Generation
 from s3ray.rollout.pool import RolloutPool
@@ -27,7 +26,7 @@ from .fakes import COMPLETE, ChatWordTokenizer, DictWeights, FakeRetriever
 
 pytestmark = pytest.mark.ray
 
-QUESTIONS = [Question(f"q{i}", f"which film number {i}", ("x",), "hotpotqa").to_dict() for i in range(4)]
+QUESTIONS = [Question(f"q{i}", f"which film number {i}", ("x",), "hotpotqa") for i in range(4)]
 SAMPLES = 2
 DIE_AT = 5  # the first engine's 5th generate call raises, with every episode of the batch in flight
 VERSION = 3
@@ -63,7 +62,7 @@ class FakeEngineActor(RolloutActor):
     """The real actor's ``run`` / ``ping`` / weight calls over the fakes; ``model_dir`` holds the marker."""
 
     def __init__(self, cfg, model_dir: str, index: int = 0):
-        self.cfg = config_from_dict(cfg)
+        self.cfg = cfg
         self.index = index
         self.tokenizer = ChatWordTokenizer()
         self.engine = DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
@@ -79,14 +78,14 @@ def one_actor_pool(ray, session_cfg, marker_dir: Path):
     for cls in (FakeEngineActor, ChatWordTokenizer, ChatWordTokenizer.__mro__[1]):
         ray.cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
     cfg = session_cfg.model_copy(update={"rollout": session_cfg.rollout.model_copy(update={"num_actors": 1})})
-    return ray.remote(RolloutPool).options(num_cpus=0).remote(cfg.to_dict(), str(marker_dir),
+    return ray.remote(RolloutPool).options(num_cpus=0).remote(cfg, str(marker_dir),
                                                                 actor_class=FakeEngineActor)
 
 
 def check_batch(episodes, marker_dir: Path):
     assert (marker_dir / "engine-died").exists()  # the engine did die mid-batch
     assert [(ep.question_id, ep.sample_index) for ep in episodes] == [
-        (q["id"], s) for q in QUESTIONS for s in range(SAMPLES)]  # each exactly once, in order
+        (q.id, s) for q in QUESTIONS for s in range(SAMPLES)]  # each exactly once, in order
     assert {ep.policy_version for ep in episodes} == {VERSION}  # none from the restarted engine's own weights
 
 

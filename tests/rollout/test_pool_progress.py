@@ -58,7 +58,7 @@ def test_a_running_batch_logs_episodes_done_with_eta(tmp_path, monkeypatch, capl
     monkeypatch.setattr(actor_module, "run_episode", slow_episode)
     monkeypatch.setattr("s3ray.rollout.pool.PROGRESS_POLL_MIN_S", 0.1)
     cfg = load_config("test", [f"paths.work_dir={tmp_path}", "tracking.progress_every_s=0.1"])
-    questions = [Question(f"q{i}", f"question {i}?", ("a",), "hotpotqa").to_dict() for i in range(4)]
+    questions = [Question(f"q{i}", f"question {i}?", ("a",), "hotpotqa") for i in range(4)]
 
     async def batch():
         pool = RolloutPool.__new__(RolloutPool)
