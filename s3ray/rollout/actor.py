@@ -58,24 +58,37 @@ def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -
 
 
 class RolloutActor:
-    def __init__(self, cfg: S3Config, model_dir: str, index: int = 0):
-        from transformers import AutoTokenizer
+    """The seams a test's subclass overrides (:meth:`load_tokenizer`, :meth:`build_engine`,
+    :meth:`connect_retriever`) build what talks to a model or a service; everything else is this
+    class's own state, so a fake actor cannot fall out of step with it."""
 
+    def __init__(self, cfg: S3Config, model_dir: str, index: int = 0):
         from s3ray.cluster import set_torch_threads
         from s3ray.reward.services import Services
 
         self.cfg = cfg
         set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
         self.index = index
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
+        self.services = Services(self.cfg)  # each service is built on first use
+        self.tokenizer = self.load_tokenizer(model_dir)
+        self.engine = self.build_engine(model_dir)
+        self.retriever = self.connect_retriever()
         self.teacher = TeacherPolicy(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
-        self.services = Services(self.cfg)
-        self.retriever = self.services.retriever
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
         self.pushed_version: int | None = None  # None: the model folder's weights (a fresh or restarted actor)
         self.episodes_done: dict[str, int] = {}  # per running chunk (its progress key): for the pool's progress
+
+    def load_tokenizer(self, model_dir: str):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
+
+    def build_engine(self, model_dir: str):
+        return build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + self.index)
+
+    def connect_retriever(self):
+        return self.services.retriever
 
     @property
     def scorer(self):

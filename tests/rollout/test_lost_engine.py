@@ -59,17 +59,25 @@ class DyingEngine:
 
 
 class FakeEngineActor(RolloutActor):
-    """The real actor's ``run`` / ``ping`` / weight calls over the fakes; ``model_dir`` holds the marker."""
+    """The real actor over the fakes (its seams swapped, its own state untouched); ``model_dir`` holds the
+    marker."""
 
-    def __init__(self, cfg, model_dir: str, index: int = 0):
-        self.cfg = cfg
-        self.index = index
-        self.tokenizer = ChatWordTokenizer()
-        self.engine = DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
-        self.retriever = FakeRetriever()
-        self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
-        self.episodes_done: dict[str, int] = {}
-        self.pushed_version = None
+    def load_tokenizer(self, model_dir: str):
+        return ChatWordTokenizer()
+
+    def build_engine(self, model_dir: str):
+        return DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
+
+    def connect_retriever(self):
+        return FakeRetriever()
+
+
+def test_the_fake_actor_is_the_real_one_with_its_seams_swapped(session_cfg, tmp_path):
+    """In process (no Ray starts): the real constructor builds the fake's state, so a batch runs."""
+    actor = FakeEngineActor(session_cfg, str(tmp_path))
+    assert isinstance(actor.engine, DyingEngine) and isinstance(actor.retriever, FakeRetriever)
+    episodes = asyncio.run(actor.run([(QUESTIONS[0], 0), (QUESTIONS[0], 1)], with_reward=False))
+    assert [ep.key for ep in episodes] == [("q0", 0), ("q0", 1)] and {ep.finish for ep in episodes} == {"complete"}
 
 
 def one_actor_pool(ray, session_cfg, marker_dir: Path):
