@@ -416,7 +416,7 @@ class TrainConfig(Section):
     # logp_old of the clipped ratio: "recompute" (a no-grad forward of the actor before the epochs) or
     # "rollout" (the engine's own log-probs: with one PPO epoch the weights that sampled are the ones
     # updated, so that forward only re-derives them; it saves a forward per step). vLLM's are the
-    # nucleus-renormalised ones when rollout.top_p < 1 (rollout/engine.py): keep top_p at 1 with it.
+    # nucleus-renormalised ones when rollout.top_p < 1 (rollout/engine/vllm.py): keep top_p at 1 with it.
     logp_old: Literal["recompute", "rollout"] = "recompute"
     ppo_epochs: int = Field(1, ge=1)
     mini_batch_size: int = Field(30, ge=1)  # episodes per optimiser step, over all ranks

@@ -1,7 +1,9 @@
-"""Value types that cross stage boundaries: a retrieved document and a question."""
+"""Value types that cross stage boundaries: a retrieved document and a question; the two ways a list of
+documents drops its repeats."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +34,34 @@ class Doc:
         return cls(id=str(row["id"]), title=row.get("title", ""), text=row.get("text", ""),
                    score=row.get("score"))
 
+
+def dedup_by_id(docs: Iterable[Doc]) -> list[Doc]:
+    """First occurrence of each doc id, in order: a doc retrieved twice is one doc of context (the
+    baselines' contexts, as their own code builds them)."""
+    seen: set[str] = set()
+    out = []
+    for doc in docs:
+        if doc.id not in seen:
+            seen.add(doc.id)
+            out.append(doc)
+    return out
+
+
+def dedup_by_id_or_content(docs: Iterable[Doc]) -> list[Doc]:
+    """First occurrence of each doc, in order; a doc repeats if its id, or its (title, text) with the ends'
+    whitespace stripped, was seen: the same passage under two ids (two index rows) counts once (s3's
+    context, :mod:`s3ray.agent.selection`)."""
+    seen_ids: set[str] = set()
+    seen_content: set[tuple[str, str]] = set()
+    out = []
+    for doc in docs:
+        content = (doc.title.strip(), doc.text.strip())
+        if doc.id in seen_ids or content in seen_content:
+            continue
+        seen_ids.add(doc.id)
+        seen_content.add(content)
+        out.append(doc)
+    return out
 
 @dataclass(frozen=True)
 class Question:

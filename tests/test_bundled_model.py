@@ -158,7 +158,8 @@ def test_teacher_turns_spelled_in_a_real_tokenizer_fit_the_turn_budget_or_are_co
                                                                                       cut):
     """The learning check's 24-token turns held the tiny model's single-token tags; SmolLM2 spells each
     tag in several tokens, so the teacher's turn is cut before its query, and the warm start says so."""
-    from s3ray.rollout.engine import HeuristicEngine
+    from s3ray.agent.environment import S3Environment
+    from s3ray.rollout.policy import TeacherPolicy
     from s3ray.rollout.runner import run_episode
     from s3ray.train.warm_start import cut_teacher_turns
     from s3ray.types import Question
@@ -168,7 +169,8 @@ def test_teacher_turns_spelled_in_a_real_tokenizer_fit_the_turn_budget_or_are_co
     company = Doc("c", "Salarnd", "Salarnd is a company working with Vortair, headquartered in Drozibrenn, "
                                   "founded by Bailenx, known for the Raval.")
     question = Question("q", "In which city was the founder of Salarnd born?", ["Tipeth"], "bridge")
-    episode = asyncio.run(run_episode(question, [company], HeuristicEngine(tokenizer, cfg, teacher="format"),
-                                      FakeRetriever(), tokenizer, cfg, SamplingParams(greedy=True)))
+    episode = asyncio.run(run_episode(S3Environment(cfg, FakeRetriever(), tokenizer), question, [company],
+                                      TeacherPolicy(tokenizer, cfg, teacher="format"), tokenizer,
+                                      SamplingParams(greedy=True)))
     assert (cut_teacher_turns([episode]) > 0) == cut
     assert (episode.queries == []) == cut  # a cut first turn never reaches its query

@@ -1,6 +1,6 @@
 """Check that every vLLM name and parameter s3ray uses exists in vLLM 0.29.0 (`make check-vllm-api`).
 
-The calls are those of ``s3ray/rollout/engine.py`` (VLLMEngine) and ``s3ray/rollout/weight_sync.py``
+The calls are those of ``s3ray/rollout/engine/vllm.py`` (VLLMEngine) and ``s3ray/rollout/weight_sync.py``
 (NcclSync). Two ways to look, the same list of checks:
 
 - vllm importable (a GPU machine with the `gpu` extra): the live objects, by ``inspect``;

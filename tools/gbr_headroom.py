@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from s3ray.agent.selection import dedup_docs
 from s3ray.config import S3Config, load_config
 from s3ray.data.qa import load_datasets
 from s3ray.generation.reader import ExtractiveReader
@@ -44,7 +43,7 @@ from s3ray.retrieval.corpus import iter_corpus
 from s3ray.retrieval.searchers import load_searcher
 from s3ray.reward.cache import is_yes_no
 from s3ray.scoring.metrics import span_match
-from s3ray.types import Doc, Question
+from s3ray.types import Doc, Question, dedup_by_id_or_content
 
 CONTEXTS = ("naive", "gold", "naive+gold")
 RECALL_CONTEXTS = ("naive", "searched", "gold", "naive+gold")
@@ -83,7 +82,7 @@ def answer_in_context(questions: list[Question], contexts: list[list[Doc]]) -> n
 
 def perfect_contexts(naive: list[list[Doc]], gold: list[list[Doc]]) -> dict[str, list[list[Doc]]]:
     """Each context of the module docstring, per question; ``naive+gold`` de-duplicated, as s3's is."""
-    both = [dedup_docs(n + g) for n, g in zip(naive, gold, strict=True)]
+    both = [dedup_by_id_or_content(n + g) for n, g in zip(naive, gold, strict=True)]
     return {"naive": naive, "gold": gold, "naive+gold": both}
 
 

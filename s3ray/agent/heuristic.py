@@ -1,7 +1,8 @@
 """Rule-based searchers, the teachers of the tiny model's supervised warm start.
 
-A teacher reads the episode so far (the decoded text after the prompt's sentinel) and writes the next
-turn. Neither one just repeats naive RAG: a search for the question's own words that then selects the
+A teacher is a policy over the environment's state (:class:`s3ray.agent.environment.S3Environment`): it
+reads the question and the episode's trace (its blocks, as the searcher read them, and its queries) and
+writes the next turn's text. Neither one just repeats naive RAG: a search for the question's own words that then selects the
 top results finds naive RAG's documents a second time, and a model warm-started on it learns to copy
 naive RAG.
 
@@ -33,10 +34,13 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Sequence
 from typing import Literal
 
-from s3ray.agent.prompt import SENTINEL
+from s3ray.agent.observation import one_line
+from s3ray.agent.trace import Trace
 from s3ray.config import AgentConfig
+from s3ray.types import Doc
 
 Teacher = Literal["bridge", "format"]
 
@@ -45,11 +49,7 @@ STOPWORDS = frozenset(
     "whom whose when where why how that this these those did do does has have had it its as than then "
     "there their they he she his her him not no yes same both also one two".split())
 _WORD = re.compile(r"[a-z0-9]+")
-_QUESTION = re.compile(r"<question>(.*?)</question>", re.DOTALL)
-_INFORMATION = re.compile(r"<information>(.*?)</information>", re.DOTALL)
-_QUERY = re.compile(r"<query>(.*?)</query>", re.DOTALL)
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
-_DOC_LINE = re.compile(r"^Doc\s*\d+\s*\(Title:\s*(.*?)\)\s*(.*)$")
 # A capitalised word, optionally followed by more capitalised words (joined by "of", "the", "de", ...).
 _ENTITY = re.compile(r"\b[A-Z][\w'\-.]*[\w'](?:\s+(?:(?:of|the|de|and|von|van|la|du)\s+)?[A-Z][\w'\-]*\w)*")
 
@@ -59,33 +59,13 @@ def keywords(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS))
 
 
-def information_blocks(text: str) -> list[list[tuple[str, str]]]:
-    """The docs, as (title, text), of every ``<information>`` block, in order."""
-    blocks = []
-    for body in _INFORMATION.findall(text):
-        docs = [m.groups() for line in body.splitlines() if (m := _DOC_LINE.match(line.strip()))]
-        blocks.append(docs)
-    return blocks
-
-
-def past_queries(text: str) -> list[str]:
-    """The queries the episode has issued so far (the JSON value, else the raw body)."""
-    out = []
-    for body in _QUERY.findall(text):
-        try:
-            out.append(str(json.loads(body)["query"]))
-        except (ValueError, KeyError, TypeError):
-            out.append(body.strip())
-    return out
-
-
-def candidate_entities(docs: list[tuple[str, str]], question: str) -> list[str]:
+def candidate_entities(docs: Sequence[Doc], question: str) -> list[str]:
     """Capitalised phrases of the docs' texts, in rank and reading order, each once, without the ones
     whose content words the question already holds and without the docs' titles."""
     asked = set(keywords(question))
-    titles = {title.strip().lower() for title, _ in docs}
+    titles = {doc.title.strip().lower() for doc in docs}
     out: list[str] = []
-    for _, text in docs:
+    for text in (doc.text for doc in docs):
         found: list[str] = []
         for match in _ENTITY.finditer(text):
             phrase = match.group().rstrip(".")
@@ -122,13 +102,13 @@ def _selection(ids: list[int] | None) -> str:
     return "" if ids is None else f"<important_info>{json.dumps(ids)}</important_info>\n"
 
 
-def select_new(block: list[tuple[str, str]], seen_titles: set[str], query: str | None,
+def select_new(block: Sequence[Doc], seen_titles: set[str], query: str | None,
                cap: int | None) -> list[int]:
     """1-based ids of the block's docs not seen before, in rank order; with a ``query``, only those
     whose title shares a word with it (the passage of the entity it names)."""
     wanted = set(keywords(query)) if query is not None else None
-    chosen = [i for i, (title, _) in enumerate(block, start=1)
-              if title.lower() not in seen_titles and (wanted is None or wanted & set(keywords(title)))]
+    chosen = [i for i, doc in enumerate(block, start=1)
+              if doc.title.lower() not in seen_titles and (wanted is None or wanted & set(keywords(doc.title)))]
     return chosen[:cap]
 
 
@@ -136,36 +116,30 @@ def _rng(question: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big"))
 
 
-def heuristic_turn(episode_text: str, cfg: AgentConfig, teacher: Teacher = "bridge", draw: int = 0) -> str:
-    """The next turn for an episode whose decoded text (prompt and turns so far) is ``episode_text``;
-    ``draw`` picks the ``format`` teacher's entity (module docstring)."""
-    _, found, loop_text = episode_text.partition(SENTINEL)
+def heuristic_turn(question: str, trace: Trace, cfg: AgentConfig, teacher: Teacher = "bridge",
+                   draw: int = 0) -> str:
+    """The next turn of an episode of ``question`` whose turns so far are ``trace``; ``draw`` picks the
+    ``format`` teacher's entity (module docstring)."""
     if teacher not in ("bridge", "format"):
         raise ValueError(f"unknown warm-start teacher {teacher!r}; known: bridge, format")
-    if not found:
-        raise ValueError("the episode text does not contain the searcher prompt's sentinel line")
-    question = _QUESTION.search(loop_text)
-    if question is None:
-        raise ValueError("the episode text has no <question> after the sentinel")
-    question_text = question.group(1).strip()
-    blocks = information_blocks(loop_text)
-    issued = past_queries(loop_text)
-    initial = blocks[0] if blocks else []
+    question = question.strip()
+    blocks = [[one_line(doc) for doc in block] for block in trace.blocks]  # the docs as the searcher read them
+    issued = trace.queries
+    initial = blocks[0]
     if teacher == "format":  # one search, naming an entity of the best-ranked doc
-        entities = candidate_entities(initial[:1], question_text)
-        _rng(question_text).shuffle(entities)
+        entities = candidate_entities(initial[:1], question)
+        _rng(question).shuffle(entities)
         plan = [entity_query(entities[draw % len(entities)])] if entities and not issued else []
     else:  # the question itself (for the docs naive RAG's k cut off), then the entities it names
-        plan = [question_text] + [entity_query(e) for e in candidate_entities(initial, question_text)]
+        plan = [question] + [entity_query(e) for e in candidate_entities(initial, question)]
     # format: keep the best-ranked turn-0 doc (a selection before the first query claims block 0)
     ids = [1] if teacher == "format" and initial and not issued else None
     if len(blocks) > 1 and issued:  # after a search: select from its results
-        seen = {title.lower() for block in blocks[:-1] for title, _ in block}
+        seen = {doc.title.lower() for block in blocks[:-1] for doc in block}
         if teacher == "format":
             ids = [1]
         else:
-            ids = select_new(blocks[-1], seen, None if issued[-1] == question_text else issued[-1],
-                             cfg.select_cap)
+            ids = select_new(blocks[-1], seen, None if issued[-1] == question else issued[-1], cfg.select_cap)
     searches_left = cfg.max_turns + (1 if cfg.seed_extra_turn else 0) - (len(blocks) - 1)
     remaining = [q for q in plan if q not in issued]
     if searches_left > 0 and remaining:

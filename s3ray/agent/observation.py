@@ -38,6 +38,12 @@ def truncate_tokens(text: str, max_tokens: int | None, tokenizer) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True).rstrip() + " ..."
 
 
+def one_line(doc: Doc) -> Doc:
+    """The doc with its title and text on one line each (whitespace runs become one space), as the
+    searcher reads it: newlines would break the ``Doc i`` layout."""
+    return Doc(doc.id, " ".join(doc.title.split()), " ".join(doc.text.split()), doc.score)
+
+
 def render_information(docs: Sequence[Doc], start_index: int = 1, max_doc_tokens: int | None = None,
                        tokenizer=None) -> str:
     """``<information>`` block with one ``Doc i (Title: T) text`` line per doc, each doc truncated."""
@@ -45,8 +51,7 @@ def render_information(docs: Sequence[Doc], start_index: int = 1, max_doc_tokens
         raise ValueError("truncating documents to max_doc_tokens needs the tokenizer")
     lines = []
     for i, doc in enumerate(docs, start=start_index):
-        text = " ".join(doc.text.split())  # one line per doc: newlines would break the Doc i layout
-        truncated = Doc(doc.id, " ".join(doc.title.split()), truncate_tokens(text, max_doc_tokens, tokenizer))
-        lines.append(truncated.render(i))
+        line = one_line(doc)
+        lines.append(Doc(line.id, line.title, truncate_tokens(line.text, max_doc_tokens, tokenizer)).render(i))
     body = "\n".join(lines)
     return f"\n\n<information>\n{body}\n</information>\n\n"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from s3ray.config import AgentConfig
-from s3ray.types import Doc
+from s3ray.types import Doc, dedup_by_id_or_content
 
 Selection = tuple[int, Sequence[int]]  # (index of the block just before the tag, doc ids from 1)
 
@@ -52,19 +52,5 @@ def select_context(blocks: Sequence[Sequence[Doc]], selections: Sequence[Selecti
             valid = [i for i in ids if 1 <= i <= len(docs)]
             selected.extend(docs[i - 1] for i in (valid[:cfg.select_cap] if cfg.enforce_select_cap else valid))
     unselected = [doc for b in range(first_block, len(blocks)) if b not in paired for doc in blocks[b]]
-    return dedup_docs(selected + unselected)
+    return dedup_by_id_or_content(selected + unselected)
 
-
-def dedup_docs(docs: Sequence[Doc]) -> list[Doc]:
-    """First occurrence of each doc; a doc repeats if its id, or its (title, text), was seen."""
-    seen_ids: set[str] = set()
-    seen_content: set[tuple[str, str]] = set()
-    out = []
-    for doc in docs:
-        content = (doc.title.strip(), doc.text.strip())
-        if doc.id in seen_ids or content in seen_content:
-            continue
-        seen_ids.add(doc.id)
-        seen_content.add(content)
-        out.append(doc)
-    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,17 +71,6 @@ class PerQuestionGatherer(ContextGatherer):
 
     async def gather(self, questions: list[Question]) -> list[GatheredContext]:
         return list(await asyncio.gather(*(self.gather_one(q) for q in questions)))
-
-
-def dedup_docs(docs: Iterable[Doc]) -> list[Doc]:
-    """First occurrence of each doc id, in order: a doc retrieved twice is one doc of context."""
-    seen: set[str] = set()
-    out = []
-    for doc in docs:
-        if doc.id not in seen:
-            seen.add(doc.id)
-            out.append(doc)
-    return out
 
 
 def context_block(docs: list[Doc]) -> str:

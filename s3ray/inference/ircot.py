@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 
 from s3ray.config import SamplingConfig
-from s3ray.inference.base import GatheredContext, PerQuestionGatherer, context_block, dedup_docs
-from s3ray.types import Doc, Question
+from s3ray.inference.base import GatheredContext, PerQuestionGatherer, context_block
+from s3ray.types import Doc, Question, dedup_by_id
 
 _COMPLETE = re.compile(r"<search_complete>\s*(.*?)\s*</search_complete>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<search_complete>.*?</search_complete>", re.IGNORECASE | re.DOTALL)
@@ -112,7 +112,7 @@ class IrcotGatherer(PerQuestionGatherer):
                 query, complete = original_query(output)
                 untagged += _COMPLETE.search(output) is None
             else:
-                retrieved = dedup_docs(d for b in blocks for d in b)
+                retrieved = dedup_by_id(d for b in blocks for d in b)
                 output = await self._reason(one_sentence_messages(question.question, retrieved, steps))
                 raw.append(output)
                 query, tagged = parse_step(output)
@@ -130,7 +130,7 @@ class IrcotGatherer(PerQuestionGatherer):
             queries.append(query)
             blocks.append(list(docs))
         retrieved = [d for b in blocks for d in b]
-        context = dedup_docs(retrieved) if self.dedup else retrieved
+        context = dedup_by_id(retrieved) if self.dedup else retrieved
         trace = {"turns": len(raw), "queries": queries, "steps": steps, "raw_outputs": raw,
                  "stop": stop, "untagged_steps": untagged, "retrieved_ids": [d.id for d in retrieved]}
         return GatheredContext.of(question, context, trace)

@@ -80,7 +80,7 @@ class S3Gatherer(ContextGatherer):
 
     async def gather(self, questions: list[Question]) -> list[GatheredContext]:
         pool = self._ensure_pool()
-        episodes = await pool.run.remote([q.to_dict() for q in questions], greedy=True, with_reward=False,
+        episodes = await pool.run.remote(list(questions), greedy=True, with_reward=False,
                                        policy=self.policy)
         if len(episodes) != len(questions):
             raise RuntimeError(f"rollout pool returned {len(episodes)} episodes for {len(questions)} "

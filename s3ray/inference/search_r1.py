@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 
 from s3ray.config import SamplingConfig
-from s3ray.inference.base import GatheredContext, PerQuestionGatherer, dedup_docs
-from s3ray.types import Doc, Question
+from s3ray.inference.base import GatheredContext, PerQuestionGatherer
+from s3ray.types import Doc, Question, dedup_by_id
 
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 
@@ -110,4 +110,4 @@ class SearchR1Gatherer(PerQuestionGatherer):
         trace = {"turns": len(raw), "queries": queries, "raw_outputs": raw, "stop": stop,
                  "model_answer": answer, "retrieved_ids": [d.id for d in retrieved]}
         # s3's verl/utils/reward_score/extract.py keeps each (title, text) once
-        return GatheredContext.of(question, dedup_docs(retrieved), trace)
+        return GatheredContext.of(question, dedup_by_id(retrieved), trace)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from s3ray.config import S3Config, config_from_dict
+from s3ray.config import S3Config
 from s3ray.progress import ProgressLog
 from s3ray.reward.cache import RagCache, is_yes_no
 from s3ray.reward.record import CacheIdentity, RagRecord
@@ -59,10 +59,9 @@ def write_part(cache_dir: Path, records: list[RagRecord]) -> Path:
 class NaiveRagBatch:
     """Ray Data actor: a batch of questions -> naive-RAG records in a new part file -> one status row each."""
 
-    def __init__(self, cfg_dict: dict):
+    def __init__(self, cfg: S3Config):
         from s3ray.reward.services import Services
 
-        cfg = config_from_dict(cfg_dict)
         self.services = Services(cfg)
         self.cache_dir = cfg.rag_cache.dir
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the HTTP clients persist
@@ -115,7 +114,7 @@ def run_pipeline(cfg: S3Config, todo: list[Question],
     batch_size = cfg.rag_cache.batch_size
     items = [{"payload": json.dumps(q.to_dict())} for q in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
-    ds = ds.map_batches(NaiveRagBatch, fn_constructor_kwargs={"cfg_dict": cfg.to_dict()},
+    ds = ds.map_batches(NaiveRagBatch, fn_constructor_kwargs={"cfg": cfg},
                         batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=cfg.rag_cache.concurrency),
                         num_cpus=cfg.rag_cache.num_cpus)

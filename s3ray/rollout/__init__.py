@@ -1,11 +1,15 @@
 """Rollout: searcher episodes at scale, token in / token out, with Gain-Beyond-RAG rewards.
 
-- :mod:`~s3ray.rollout.engine`: ``SamplingParams``, ``Generation(token_ids, logprobs, finish_reason)``,
-  the ``RolloutEngine`` protocol (``await generate(prompt_ids, sampling)``,
+- :mod:`~s3ray.rollout.engine` (one module per engine): ``SamplingParams``, ``Generation(token_ids,
+  logprobs, finish_reason)``, the ``RolloutEngine`` protocol (``await generate(prompt_ids, sampling)``,
   ``await load_state_dict(state, version)``, ``.version``), ``HFEngine`` (transformers, dynamic batching;
-  CPU or GPU), ``VLLMEngine`` (GPU), ``HeuristicEngine`` (the warm start's rule-based searcher).
-- :mod:`~s3ray.rollout.runner`: ``await run_episode(question, initial_docs, engine, retriever, tokenizer,
-  agent_cfg, sampling, sample_index) -> Episode``, one async multi-turn loop per episode.
+  CPU or GPU), ``VLLMEngine`` (GPU).
+- :mod:`~s3ray.rollout.policy`: ``Policy`` (``await act(token_ids, env, sampling) -> Generation``):
+  ``EnginePolicy(engine)`` (the model) and ``TeacherPolicy`` (the warm start's rule-based teacher, which
+  reads the environment's state).
+- :mod:`~s3ray.rollout.runner`: ``await run_episode(env, question, initial_docs, policy, tokenizer,
+  sampling, sample_index) -> Episode``, the token-in/token-out driver of one episode over an
+  :class:`~s3ray.agent.environment.S3Environment`.
 - :mod:`~s3ray.rollout.actor`: ``RolloutActor``: an engine, the retriever client and the reward scorer;
   ``run(items, greedy, with_reward, policy)`` runs its episodes concurrently.
 - :mod:`~s3ray.rollout.pool`: ``create_pool(cfg, model_dir)`` -> the named ``rollout_pool`` actor:

@@ -12,16 +12,18 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from s3ray.agent.environment import S3Environment
 from s3ray.agent.episode import Episode
-from s3ray.config import S3Config, config_from_dict
-from s3ray.rollout.engine import EngineDied, HeuristicEngine, SamplingParams
+from s3ray.config import S3Config
+from s3ray.rollout.engine import EngineDied, SamplingParams
+from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
 from s3ray.types import Question
 
 log = logging.getLogger(__name__)
 
-Policy = Literal["model", "heuristic"]
-WorkItem = tuple[dict[str, Any], int]  # (question dict, sample index)
+PolicyName = Literal["model", "heuristic"]
+WorkItem = tuple[Question, int]  # (question, sample index)
 
 
 def build_engine(cfg: S3Config, model_dir: str | Path, seed: int):
@@ -56,24 +58,37 @@ def turn0_request(cfg: S3Config, questions: list[Question], with_reward: bool) -
 
 
 class RolloutActor:
-    def __init__(self, cfg: dict[str, Any], model_dir: str, index: int = 0):
-        from transformers import AutoTokenizer
+    """The seams a test's subclass overrides (:meth:`load_tokenizer`, :meth:`build_engine`,
+    :meth:`connect_retriever`) build what talks to a model or a service; everything else is this
+    class's own state, so a fake actor cannot fall out of step with it."""
 
+    def __init__(self, cfg: S3Config, model_dir: str, index: int = 0):
         from s3ray.cluster import set_torch_threads
         from s3ray.reward.services import Services
 
-        self.cfg = config_from_dict(cfg)
+        self.cfg = cfg
         set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
         self.index = index
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.engine = build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + index)
-        self.heuristic = HeuristicEngine(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
-        self.services = Services(self.cfg)
-        self.retriever = self.services.retriever
+        self.services = Services(self.cfg)  # each service is built on first use
+        self.tokenizer = self.load_tokenizer(model_dir)
+        self.engine = self.build_engine(model_dir)
+        self.retriever = self.connect_retriever()
+        self.teacher = TeacherPolicy(self.tokenizer, self.cfg.agent, self.cfg.train.warm_start.teacher)
         self._scorer = None  # built on the first rewarded batch: inference never needs it
         self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
         self.pushed_version: int | None = None  # None: the model folder's weights (a fresh or restarted actor)
         self.episodes_done: dict[str, int] = {}  # per running chunk (its progress key): for the pool's progress
+
+    def load_tokenizer(self, model_dir: str):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
+
+    def build_engine(self, model_dir: str):
+        return build_engine(self.cfg, model_dir, seed=self.cfg.rollout.seed + self.index)
+
+    def connect_retriever(self):
+        return self.services.retriever
 
     @property
     def scorer(self):
@@ -84,16 +99,16 @@ class RolloutActor:
         return self._scorer
 
     async def run(self, items: list[WorkItem], greedy: bool = False, with_reward: bool = True,
-                  policy: Policy = "model", progress_key: str = "") -> list[Episode]:
+                  policy: PolicyName = "model", progress_key: str = "") -> list[Episode]:
         """Episodes of the (question, sample index) items, in item order. While it runs,
         ``progress(progress_key)`` counts its finished episodes (a distinct key per concurrent call)."""
         if policy not in ("model", "heuristic"):
             raise ValueError(f"unknown rollout policy {policy!r}; known: model, heuristic")
         if not items:
             return []
-        engine = self.heuristic if policy == "heuristic" else self.engine
+        chosen_policy = self.teacher if policy == "heuristic" else EnginePolicy(self.engine)
         sampling = sampling_for(self.cfg, greedy)
-        questions = {q["id"]: Question.from_dict(q) for q, _ in items}
+        questions = {q.id: q for q, _ in items}
         ids = list(questions)
         # Turn-0 docs: one batched call for the whole batch.
         found = await self.retriever.asearch(*turn0_request(self.cfg, [questions[i] for i in ids], with_reward))
@@ -101,14 +116,15 @@ class RolloutActor:
 
         async def one(question_id: str, sample_index: int):
             async with self._in_flight:
-                episode = await run_episode(questions[question_id], initial[question_id], engine, self.retriever,
-                                            self.tokenizer, self.cfg.agent, sampling, sample_index)
+                env = S3Environment(self.cfg.agent, self.retriever, self.tokenizer)
+                episode = await run_episode(env, questions[question_id], initial[question_id], chosen_policy,
+                                            self.tokenizer, sampling, sample_index)
             self.episodes_done[progress_key] += 1
             return episode
 
         self.episodes_done[progress_key] = 0
         try:
-            episodes = await asyncio.gather(*(one(q["id"], s) for q, s in items))
+            episodes = await asyncio.gather(*(one(q.id, s) for q, s in items))
             if with_reward:
                 await self.scorer.score(episodes)
         except EngineDied:

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s3ray.config import S3Config, config_from_dict
+from s3ray.agent.episode import Episode
+from s3ray.config import S3Config
 from s3ray.progress import ProgressLog, show_info_logs
+from s3ray.types import Question
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,9 @@ class Batch:
     """A batch in progress: its (question, sample) items, the options of each actor call, and the
     episodes of the chunks that finished (None where none has yet)."""
 
-    items: list[tuple[dict[str, Any], int]]
+    items: list[tuple[Question, int]]
     options: dict[str, Any]
-    episodes: list[Any]
+    episodes: list[Episode | None]
     started: float
     reruns: int = 0
 
@@ -75,7 +77,7 @@ def split_evenly(n: int, parts: int) -> list[range]:
 
 
 class RolloutPool:
-    def __init__(self, cfg: dict[str, Any], model_dir: str, actor_class: type | None = None):
+    def __init__(self, cfg: S3Config, model_dir: str, actor_class: type | None = None):
         """``actor_class``: the rollout actor's class (default :class:`~s3ray.rollout.actor.RolloutActor`;
         tests give a subclass over fake engines)."""
         import ray
@@ -83,8 +85,8 @@ class RolloutPool:
         from s3ray.rollout.actor import RolloutActor
 
         show_info_logs()
-        self.cfg = config_from_dict(cfg)
-        rc = self.cfg.rollout
+        self.cfg = cfg
+        rc = cfg.rollout
         if rc.num_actors < 1:
             raise ValueError("rollout.num_actors must be >= 1")
         actor_cls = ray.remote(actor_class or RolloutActor).options(
@@ -168,7 +170,7 @@ class RolloutPool:
             self.actors.remove(actor)
         return False
 
-    async def run(self, questions: list[dict[str, Any]], greedy: bool = False, samples_per_question: int = 1,
+    async def run(self, questions: list[Question], greedy: bool = False, samples_per_question: int = 1,
                   with_reward: bool = True, policy: str = "model") -> list:
         """Episodes for every (question, sample), in question order then sample index. Raises
         :class:`WeightsNeeded` (keeping the batch for :meth:`resume`) when an actor waits for NCCL weights."""
@@ -280,4 +282,4 @@ def create_pool(cfg: S3Config, model_dir: str | Path, name: str = POOL_NAME):
                 break
             time.sleep(0.2)
     return ray.remote(RolloutPool).options(name=name, num_cpus=0, max_restarts=0).remote(
-        cfg.to_dict(), str(model_dir))
+        cfg, str(model_dir))

@@ -1,13 +1,11 @@
-"""One searcher episode as an async loop, token in / token out (s3 §2.3).
+"""One episode as an async loop, token in / token out, over an environment (s3 §2.3's rules live in
+:class:`s3ray.agent.environment.S3Environment`).
 
-Each turn feeds the engine exactly ``prompt_ids + response_ids`` so far and appends the engine's own
-token ids (action tokens, with their logprobs); observations are encoded once and appended as
-non-action tokens. Nothing the policy saw is ever re-encoded from text.
-
-Turn budget: ``max_turns`` search-enabled turns (one more with ``seed_extra_turn``, as the seed code
-runs), then, with ``final_selection_turn``, one last turn with search disabled, announced in the
-observation before it, so the searcher can select from the newest results. The episode also ends when
-the searcher completes, or when ``max_total_tokens`` (prompt and response) leaves no room for a turn.
+Each turn feeds the policy exactly ``prompt_ids + response_ids`` so far and appends its own token ids
+(action tokens, with their logprobs); the environment's observations are encoded once and appended as
+non-action tokens. Nothing the policy saw is ever re-encoded from text. The runner owns the token
+budget: the episode ends when ``max_total_tokens`` (prompt and response) leaves no room for a turn, or
+for the observation that would follow it.
 """
 
 from __future__ import annotations
@@ -15,80 +13,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from s3ray.agent.episode import Episode, Finish
-from s3ray.agent.observation import FINAL_TURN_NOTE, INVALID_TURN_NOTE, NUDGE, render_information
-from s3ray.agent.parser import QUERY_CLOSE, parse_turn
-from s3ray.agent.prompt import encode_prompt, searcher_messages
-from s3ray.agent.selection import Selection, select_context
-from s3ray.config import AgentConfig
-from s3ray.rollout.engine import RolloutEngine, SamplingParams
+from s3ray.agent.environment import S3Environment
+from s3ray.agent.episode import Episode
+from s3ray.agent.prompt import encode_prompt
+from s3ray.rollout.engine import SamplingParams
+from s3ray.rollout.policy import Policy
 from s3ray.types import Doc, Question
 
 
-def turn_sampling(sampling: SamplingParams) -> SamplingParams:
-    """A turn ends at the first ``</query>``: the environment must answer the search."""
-    stop = sampling.stop if QUERY_CLOSE in sampling.stop else (*sampling.stop, QUERY_CLOSE)
+def turn_sampling(sampling: SamplingParams, env: S3Environment) -> SamplingParams:
+    """A turn also ends at the environment's stop strings (``</query>``: the search must be answered)."""
+    stop = sampling.stop + tuple(s for s in env.stop_strings if s not in sampling.stop)
     return replace(sampling, stop=stop)
 
 
-async def run_episode(question: Question, initial_docs: Sequence[Doc], engine: RolloutEngine, retriever,
-                      tokenizer, agent_cfg: AgentConfig, sampling: SamplingParams,
-                      sample_index: int = 0) -> Episode:
-    cfg = agent_cfg
-    sampling = turn_sampling(sampling)
-    prompt_ids = encode_prompt(tokenizer, searcher_messages(question.question, initial_docs, cfg))
+async def run_episode(env: S3Environment, question: Question, initial_docs: Sequence[Doc], policy: Policy,
+                      tokenizer, sampling: SamplingParams, sample_index: int = 0) -> Episode:
+    cfg = env.cfg  # the token budget: max_total_tokens, max_turn_tokens
+    sampling = turn_sampling(sampling, env)
+    prompt_ids = encode_prompt(tokenizer, env.reset(question.question, initial_docs))
     ep = Episode(question_id=question.id, question=question.question,
                  golden_answers=list(question.golden_answers), source=question.source, prompt_ids=prompt_ids,
-                 temperature=sampling.logprob_temperature, initial_docs=list(initial_docs),
-                 policy_version=engine.version, sample_index=sample_index)
-    blocks: list[list[Doc]] = [list(initial_docs)]  # block 0: the turn-0 naive-RAG docs
-    selections: list[Selection] = []
-    search_turns = cfg.max_turns + (1 if cfg.seed_extra_turn else 0)
-    finish: Finish = "turn_budget"
-    turn = 0
-    while True:
-        final = turn == search_turns  # the search-disabled selection turn
-        if final and not cfg.final_selection_turn:
-            break
+                 temperature=sampling.logprob_temperature, trace=env.trace, policy_version=policy.version,
+                 sample_index=sample_index)
+    while not env.done:
         room = cfg.max_total_tokens - len(prompt_ids) - len(ep.response_ids)
         if room < 1:
-            finish = "length"
+            env.out_of_tokens(observation_unread=False)
             break
-        gen = await engine.generate(prompt_ids + ep.response_ids,
-                                    replace(sampling, max_tokens=min(cfg.max_turn_tokens, room)))
+        gen = await policy.act(prompt_ids + ep.response_ids, env,
+                               replace(sampling, max_tokens=min(cfg.max_turn_tokens, room)))
         ep.append(gen.token_ids, action=True, logprobs=gen.logprobs)
-        action = parse_turn(tokenizer.decode(gen.token_ids, skip_special_tokens=True))
-        if action.important_info is not None:  # an empty selection claims its block too
-            selections.append((len(blocks) - 1, action.important_info))
-        ep.turns.append({"text": action.text, "action": action.kind, "query": action.query,
-                         "ids": action.important_info, "finish_reason": gen.finish_reason,
-                         "num_tokens": len(gen.token_ids), "final": final})
-        if action.kind == "complete":
-            finish = "complete"
+        step = await env.step(tokenizer.decode(gen.token_ids, skip_special_tokens=True),
+                              finish_reason=gen.finish_reason, num_tokens=len(gen.token_ids))
+        if step.observation is None:
             break
-        if final:
-            finish = "final_selection"
-            break
-        next_final = turn + 1 == search_turns and cfg.final_selection_turn
-        if action.kind == "search":
-            docs = (await retriever.asearch([action.query], cfg.search_k))[0]
-            observation = render_information(docs, max_doc_tokens=cfg.max_doc_tokens, tokenizer=tokenizer)
-            ep.queries.append(action.query)
-        else:  # the nudge opens a query, except before the final turn, where no search is left
-            docs = None
-            observation = INVALID_TURN_NOTE if next_final else NUDGE
-            ep.invalid_turns += 1
-        if next_final:
-            observation += FINAL_TURN_NOTE
-        obs_ids = tokenizer.encode(observation, add_special_tokens=False)
+        obs_ids = tokenizer.encode(step.observation, add_special_tokens=False)
         if len(prompt_ids) + len(ep.response_ids) + len(obs_ids) >= cfg.max_total_tokens:
-            finish = "length"  # the results would leave no room to read them: the searcher never sees them
+            env.out_of_tokens(observation_unread=True)  # no room to read the results: never seen
             break
         ep.append(obs_ids, action=False)
-        if docs is not None:
-            blocks.append(list(docs))
-        turn += 1
-    ep.finish = finish
-    ep.context = select_context(blocks, selections, cfg)
+    ep.context = env.context
     ep.text = tokenizer.decode(ep.response_ids, skip_special_tokens=True)
     return ep

@@ -34,7 +34,7 @@ import torch
 
 from s3ray.agent.episode import Episode
 from s3ray.cluster import set_torch_threads
-from s3ray.config import S3Config, config_from_dict
+from s3ray.config import S3Config
 from s3ray.progress import ProgressLog, show_info_logs
 from s3ray.rollout.pool import WeightsNeeded
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
@@ -127,12 +127,12 @@ def train_loop(config: dict[str, Any]) -> None:
     from s3ray import tracking
 
     show_info_logs()
-    cfg = config_from_dict(config["cfg"])
+    cfg: S3Config = config["cfg"]
     tc = cfg.train
     pool = config["pool"]
     model_dir = Path(config["init_model_dir"])
-    questions: list[dict] = ray.get(config["questions"][0])
-    dev_questions: list[dict] = config["dev_questions"]
+    questions: list[Question] = ray.get(config["questions"][0])
+    dev_questions: list[Question] = config["dev_questions"]
     rank, world = distributed.rank(), distributed.world_size()
     device = ray.train.torch.get_device()
     samples = algorithm_for(tc).samples_per_question(tc)
@@ -170,7 +170,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 stats = episode_metrics(episodes)
                 if tc.log_episodes:
                     mlflow.log_table(episode_table(episodes, tc.log_episodes), f"episodes/step_{step:06d}.json")
-                question_ids = [str(q["id"]) for q in step_questions]
+                question_ids = [q.id for q in step_questions]
                 shards = [shard_episodes(episodes, question_ids, r, world, samples) for r in range(world)]
             shard = distributed.scatter(shards)
             with clock.section("update"):
@@ -316,11 +316,12 @@ def run_trainer(cfg: S3Config, pool, questions: list[Question], init_model_dir: 
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if tc.use_gpu else {})
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "pool": pool, "init_model_dir": str(init_model_dir),
-                           "questions": [ray.put([q.to_dict() for q in questions])],
+        # Ray Train wants a dict here and pickles it to every worker: its values travel as themselves.
+        train_loop_config={"cfg": cfg, "pool": pool, "init_model_dir": str(init_model_dir),
+                           "questions": [ray.put(list(questions))],
                            "tags": tracking.ray_job_tags(),
                            "resume_from": str(resume_from) if resume_from else None,
-                           "dev_questions": [q.to_dict() for q in dev_questions(cfg)]},
+                           "dev_questions": dev_questions(cfg)},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo", timeout_s=tc.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources if tc.num_workers else None),

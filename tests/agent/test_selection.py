@@ -1,6 +1,6 @@
 import pytest
 
-from s3ray.agent.selection import dedup_docs, pair_selections, select_context
+from s3ray.agent.selection import pair_selections, select_context
 from s3ray.config import AgentConfig
 from s3ray.types import Doc
 
@@ -78,11 +78,6 @@ def test_ablation_without_selection_keeps_every_doc():
 def test_selection_naming_a_missing_block_is_an_error():
     with pytest.raises(ValueError, match="block 2"):
         pair_selections(2, [(2, [1])])
-
-
-def test_dedup_docs_by_id_or_content():
-    a = Doc("1", "T", "x")
-    assert dedup_docs([a, Doc("1", "T2", "y"), Doc("2", "T", " x "), Doc("3", "T", "z")]) == [a, Doc("3", "T", "z")]
 
 
 def test_presets_set_the_paper_names():

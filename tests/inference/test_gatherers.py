@@ -10,7 +10,7 @@ import pytest
 
 from s3ray.config import SamplingConfig, load_config
 from s3ray.inference import deepretrieval, ircot, s3, search_o1, search_r1
-from s3ray.inference.base import GatheredContext, dedup_docs
+from s3ray.inference.base import GatheredContext
 from s3ray.inference.cot import cot_gatherer
 from s3ray.inference.direct import direct_gatherer
 from s3ray.inference.naive_rag import NaiveRagGatherer
@@ -29,11 +29,6 @@ def test_context_round_trips_through_json():
     assert back == ctx
     with pytest.raises(ValueError, match="answer_mode"):
         GatheredContext.from_dict(ctx.to_dict() | {"answer_mode": "oracle"})
-
-
-def test_dedup_keeps_first_occurrence_in_order():
-    docs = [Doc("a", "", ""), Doc("b", "", ""), Doc("a", "", "other"), Doc("c", "", "")]
-    assert [d.id for d in dedup_docs(docs)] == ["a", "b", "c"]
 
 
 def test_no_retrieval_rows_have_no_docs_and_name_their_prompt():

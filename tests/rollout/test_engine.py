@@ -1,5 +1,5 @@
 """HFEngine on the tiny model: batching, determinism, logprobs, stop strings, weight updates; and the
-heuristic engine behind the same interface."""
+teacher policy in the same episode loop."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import asyncio
 import pytest
 import torch
 
+from s3ray.agent.environment import S3Environment
 from s3ray.agent.prompt import encode_prompt, searcher_messages
 from s3ray.config import AgentConfig
-from s3ray.rollout.engine import HeuristicEngine, HFEngine, SamplingParams
+from s3ray.rollout.engine import HFEngine, SamplingParams
+from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
 from s3ray.types import Doc, Question
 
@@ -149,7 +151,8 @@ def test_episode_logprobs_match_a_forward_pass_over_the_whole_episode(engine):
     question = Question("q", "Who directed the film Jaws?", ("Spielberg",), "test")
     docs = [Doc("d1", "Jaws", "Jaws is a 1975 film."), Doc("d2", "Shark", "Sharks live in the sea.")]
     sampling = SamplingParams(temperature=0.8, top_p=0.95)
-    ep = asyncio.run(run_episode(question, docs, engine, FakeRetriever(), engine.tokenizer, cfg, sampling))
+    env = S3Environment(cfg, FakeRetriever(), engine.tokenizer)
+    ep = asyncio.run(run_episode(env, question, docs, EnginePolicy(engine), engine.tokenizer, sampling))
     ep.check()
     assert ep.prompt_ids == encode_prompt(engine.tokenizer, searcher_messages(question.question, docs, cfg))
     expected = recomputed_logprobs(engine.model, ep.prompt_ids, ep.response_ids, 0.8)
@@ -159,33 +162,34 @@ def test_episode_logprobs_match_a_forward_pass_over_the_whole_episode(engine):
     assert sum(ep.action_mask) > 0 and len(ep.turns) >= 1
 
 
-def test_heuristic_engine_writes_the_rule_based_turns(engine):
+def test_the_teacher_writes_the_rule_based_turns(engine):
     cfg = AgentConfig(max_turns=2, search_k=2, max_doc_tokens=16, max_turn_tokens=64)
-    heuristic = HeuristicEngine(engine.tokenizer, cfg)
+    teacher = TeacherPolicy(engine.tokenizer, cfg)
     question = Question("q", "Who directed the film Jaws?", ("Spielberg",), "test")
     docs = [Doc("d1", "Jaws", "Jaws is a 1975 film by Steven Spielberg.")]
-    ep = asyncio.run(run_episode(question, docs, heuristic, FakeRetriever(), engine.tokenizer, cfg,
-                                 SamplingParams(greedy=True)))
+    ep = asyncio.run(run_episode(S3Environment(cfg, FakeRetriever(), engine.tokenizer), question, docs, teacher,
+                                 engine.tokenizer, SamplingParams(greedy=True)))
     ep.check()
-    assert [t["action"] for t in ep.turns] == ["search", "search", "complete"] and ep.finish == "complete"
+    assert [t.action for t in ep.turns] == ["search", "search", "complete"] and ep.finish == "complete"
     assert ep.queries == ["Who directed the film Jaws?", "who is Steven Spielberg"]
     assert set(ep.logprobs) == {0.0}
     assert ep.response_ids[len(ep.response_ids) - 1] == engine.tokenizer.eos_token_id
-    assert ep.turns[1]["ids"] == [1, 2] and ep.turns[2]["ids"] == [1, 2]
+    assert ep.turns[1].selected_ids == [1, 2] and ep.turns[2].selected_ids == [1, 2]
     assert [d.id for d in ep.context[:2]] == ["Who-directed-the-film-Jaws?-1", "Who-directed-the-film-Jaws?-2"]
     assert ep.context[2].id == "who-is-Steven-Spielberg-1"
 
 
-def test_heuristic_engine_gives_each_sample_of_a_question_the_next_draw(engine):
+def test_the_teacher_gives_each_sample_of_a_question_the_next_draw(engine):
     cfg = AgentConfig(max_turns=1, search_k=1, max_doc_tokens=16, max_turn_tokens=64)
-    heuristic = HeuristicEngine(engine.tokenizer, cfg, teacher="format")
+    teacher = TeacherPolicy(engine.tokenizer, cfg, teacher="format")
     question = Question("q", "Who directed the film Jaws?", ("Spielberg",), "test")
     docs = [Doc("d1", "Jaws", "Jaws is a 1975 film by Steven Spielberg, made for Universal Pictures.")]
 
     def queries(n: int) -> list[str]:
         async def run():
-            return await asyncio.gather(*[run_episode(question, docs, heuristic, FakeRetriever(), engine.tokenizer,
-                                                      cfg, SamplingParams(greedy=True), i) for i in range(n)])
+            return await asyncio.gather(*[run_episode(S3Environment(cfg, FakeRetriever(), engine.tokenizer), question,
+                                                      docs, teacher, engine.tokenizer, SamplingParams(greedy=True), i)
+                                          for i in range(n)])
         return [ep.queries[0] for ep in asyncio.run(run())]
 
     first, again = queries(2), queries(2)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from s3ray.config import config_from_dict
 from s3ray.rollout.actor import RolloutActor
 from s3ray.rollout.engine import EngineDied, Generation
 from s3ray.rollout.pool import RolloutPool
@@ -27,7 +26,7 @@ from .fakes import COMPLETE, ChatWordTokenizer, DictWeights, FakeRetriever
 
 pytestmark = pytest.mark.ray
 
-QUESTIONS = [Question(f"q{i}", f"which film number {i}", ("x",), "hotpotqa").to_dict() for i in range(4)]
+QUESTIONS = [Question(f"q{i}", f"which film number {i}", ("x",), "hotpotqa") for i in range(4)]
 SAMPLES = 2
 DIE_AT = 5  # the first engine's 5th generate call raises, with every episode of the batch in flight
 VERSION = 3
@@ -60,17 +59,25 @@ class DyingEngine:
 
 
 class FakeEngineActor(RolloutActor):
-    """The real actor's ``run`` / ``ping`` / weight calls over the fakes; ``model_dir`` holds the marker."""
+    """The real actor over the fakes (its seams swapped, its own state untouched); ``model_dir`` holds the
+    marker."""
 
-    def __init__(self, cfg, model_dir: str, index: int = 0):
-        self.cfg = config_from_dict(cfg)
-        self.index = index
-        self.tokenizer = ChatWordTokenizer()
-        self.engine = DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
-        self.retriever = FakeRetriever()
-        self._in_flight = asyncio.Semaphore(self.cfg.rollout.max_episodes_in_flight)
-        self.episodes_done: dict[str, int] = {}
-        self.pushed_version = None
+    def load_tokenizer(self, model_dir: str):
+        return ChatWordTokenizer()
+
+    def build_engine(self, model_dir: str):
+        return DyingEngine(self.tokenizer, Path(model_dir) / "engine-died")
+
+    def connect_retriever(self):
+        return FakeRetriever()
+
+
+def test_the_fake_actor_is_the_real_one_with_its_seams_swapped(session_cfg, tmp_path):
+    """In process (no Ray starts): the real constructor builds the fake's state, so a batch runs."""
+    actor = FakeEngineActor(session_cfg, str(tmp_path))
+    assert isinstance(actor.engine, DyingEngine) and isinstance(actor.retriever, FakeRetriever)
+    episodes = asyncio.run(actor.run([(QUESTIONS[0], 0), (QUESTIONS[0], 1)], with_reward=False))
+    assert [ep.key for ep in episodes] == [("q0", 0), ("q0", 1)] and {ep.finish for ep in episodes} == {"complete"}
 
 
 def one_actor_pool(ray, session_cfg, marker_dir: Path):
@@ -79,14 +86,14 @@ def one_actor_pool(ray, session_cfg, marker_dir: Path):
     for cls in (FakeEngineActor, ChatWordTokenizer, ChatWordTokenizer.__mro__[1]):
         ray.cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
     cfg = session_cfg.model_copy(update={"rollout": session_cfg.rollout.model_copy(update={"num_actors": 1})})
-    return ray.remote(RolloutPool).options(num_cpus=0).remote(cfg.to_dict(), str(marker_dir),
+    return ray.remote(RolloutPool).options(num_cpus=0).remote(cfg, str(marker_dir),
                                                                 actor_class=FakeEngineActor)
 
 
 def check_batch(episodes, marker_dir: Path):
     assert (marker_dir / "engine-died").exists()  # the engine did die mid-batch
     assert [(ep.question_id, ep.sample_index) for ep in episodes] == [
-        (q["id"], s) for q in QUESTIONS for s in range(SAMPLES)]  # each exactly once, in order
+        (q.id, s) for q in QUESTIONS for s in range(SAMPLES)]  # each exactly once, in order
     assert {ep.policy_version for ep in episodes} == {VERSION}  # none from the restarted engine's own weights
 
 

@@ -31,7 +31,7 @@ def keys(questions, samples):
 
 
 def test_sampled_episodes_with_rewards_in_input_order(pool, questions, ray_cluster):
-    episodes = ray_cluster.get(pool.run.remote([q.to_dict() for q in questions], samples_per_question=2))
+    episodes = ray_cluster.get(pool.run.remote(questions, samples_per_question=2))
     assert [ep.key for ep in episodes] == keys(questions, 2)
     for ep in episodes:
         ep.check()
@@ -43,12 +43,12 @@ def test_sampled_episodes_with_rewards_in_input_order(pool, questions, ray_clust
 
 
 def test_greedy_is_reproducible_and_the_heuristic_searches(pool, questions, ray_cluster):
-    qdicts = [q.to_dict() for q in questions[:2]]
-    first = ray_cluster.get(pool.run.remote(qdicts, greedy=True, with_reward=False))
-    second = ray_cluster.get(pool.run.remote(qdicts[::-1], greedy=True, with_reward=False))[::-1]
+    two = questions[:2]
+    first = ray_cluster.get(pool.run.remote(two, greedy=True, with_reward=False))
+    second = ray_cluster.get(pool.run.remote(two[::-1], greedy=True, with_reward=False))[::-1]
     assert [ep.response_ids for ep in first] == [ep.response_ids for ep in second]  # whichever actor ran it
     assert all(ep.reward is None and ep.temperature == 1.0 for ep in first)
-    heuristic = ray_cluster.get(pool.run.remote(qdicts, policy="heuristic", with_reward=False))
+    heuristic = ray_cluster.get(pool.run.remote(two, policy="heuristic", with_reward=False))
     for ep in heuristic:
         ep.check()
         assert ep.finish == "complete" and set(ep.logprobs) == {0.0}
@@ -60,7 +60,7 @@ def test_actor_killed_mid_batch_loses_and_duplicates_nothing(pool, questions, ti
     state = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert ray_cluster.get(pool.update_weights.remote([ray_cluster.put(state)], 4)) == 4
     victim = ray_cluster.get(pool.handles.remote())[0]
-    batch = pool.run.remote([q.to_dict() for q in questions], samples_per_question=2, with_reward=False)
+    batch = pool.run.remote(questions, samples_per_question=2, with_reward=False)
     time.sleep(1.0)  # the batch is split and running: the victim holds half of it
     ray_cluster.kill(victim, no_restart=False)
     episodes = ray_cluster.get(batch)

@@ -39,7 +39,7 @@ class NoRetrieval:
         return [[] for _ in queries]
 
 
-async def slow_episode(question, initial_docs, engine, retriever, tokenizer, agent_cfg, sampling, sample_index):
+async def slow_episode(env, question, initial_docs, policy, tokenizer, sampling, sample_index):
     await asyncio.sleep(EPISODE_S)
     return (question.id, sample_index)
 
@@ -47,7 +47,7 @@ async def slow_episode(question, initial_docs, engine, retriever, tokenizer, age
 def local_actor(cfg, index: int) -> RolloutActor:
     actor = RolloutActor.__new__(RolloutActor)  # no engine, tokenizer or services: slow_episode needs none
     actor.cfg, actor.index, actor.pushed_version = cfg, index, None
-    actor.engine = actor.heuristic = actor.tokenizer = None
+    actor.engine = actor.teacher = actor.tokenizer = None
     actor.retriever = NoRetrieval()
     actor._in_flight = asyncio.Semaphore(1)  # one episode at a time: 8 per actor take 0.4 s
     actor.episodes_done = {}
@@ -58,7 +58,7 @@ def test_a_running_batch_logs_episodes_done_with_eta(tmp_path, monkeypatch, capl
     monkeypatch.setattr(actor_module, "run_episode", slow_episode)
     monkeypatch.setattr("s3ray.rollout.pool.PROGRESS_POLL_MIN_S", 0.1)
     cfg = load_config("test", [f"paths.work_dir={tmp_path}", "tracking.progress_every_s=0.1"])
-    questions = [Question(f"q{i}", f"question {i}?", ("a",), "hotpotqa").to_dict() for i in range(4)]
+    questions = [Question(f"q{i}", f"question {i}?", ("a",), "hotpotqa") for i in range(4)]
 
     async def batch():
         pool = RolloutPool.__new__(RolloutPool)

@@ -1,13 +1,16 @@
-"""run_episode against a scripted engine and retriever: token layout, turn budget, nudges, selection."""
+"""run_episode over the s3 environment, with a scripted engine and retriever: token layout, turn budget,
+nudges, selection."""
 
 from __future__ import annotations
 
 import asyncio
 
+from s3ray.agent.environment import S3Environment
 from s3ray.agent.observation import FINAL_TURN_NOTE, INVALID_TURN_NOTE, NUDGE, render_information
 from s3ray.agent.prompt import encode_prompt, searcher_messages
 from s3ray.config import AgentConfig
 from s3ray.rollout.engine import SamplingParams
+from s3ray.rollout.policy import EnginePolicy
 from s3ray.rollout.runner import run_episode
 from s3ray.types import Question
 
@@ -26,8 +29,8 @@ def cfg(**kw) -> AgentConfig:
 def run(turns, agent_cfg=None, sampling=SAMPLING):
     tok, retriever = ChatWordTokenizer(), FakeRetriever()
     engine = ScriptedEngine(tok, turns)
-    ep = asyncio.run(run_episode(QUESTION, INITIAL, engine, retriever, tok, agent_cfg or cfg(), sampling,
-                                 sample_index=2))
+    env = S3Environment(agent_cfg or cfg(), retriever, tok)
+    ep = asyncio.run(run_episode(env, QUESTION, INITIAL, EnginePolicy(engine), tok, sampling, sample_index=2))
     return ep, engine, retriever, tok
 
 
@@ -49,7 +52,7 @@ def test_token_in_token_out_and_masks():
                                       len(engine.fed[1]) - len(ep.prompt_ids)]) == tok.decode(tok.encode(observation))
     assert retriever.calls == [(["film director"], 3)]
     assert ep.finish == "complete" and ep.queries == ["film director"] and ep.invalid_turns == 0
-    assert [t["action"] for t in ep.turns] == ["search", "complete"]
+    assert [t.action for t in ep.turns] == ["search", "complete"]
     assert ep.policy_version == 7 and ep.sample_index == 2 and ep.temperature == 0.6
     # Selected doc 2 of the search block first, then the unselected turn-0 block.
     searched = FakeRetriever.docs_for("film director", 3)
@@ -79,7 +82,7 @@ def test_final_selection_turn_disables_search_and_selects():
         cfg(final_selection_turn=True))
     assert len(engine.fed) == 3 and ep.finish == "final_selection"
     assert [c[0] for c in retriever.calls] == [["first"], ["second"]]  # the final turn's query is not run
-    assert ep.turns[-1]["final"] and ep.queries == ["first", "second"]
+    assert ep.turns[-1].final and ep.queries == ["first", "second"]
     # The observation before the final turn says that no searches are left.
     assert tok.decode(engine.fed[2]).endswith(tok.decode(tok.encode(FINAL_TURN_NOTE)))
     assert FINAL_TURN_NOTE.split()[0] not in tok.decode(engine.fed[1][len(ep.prompt_ids):])
@@ -96,14 +99,14 @@ def test_invalid_turn_gets_the_nudge():
     first = len(engine.outputs[0].token_ids)
     assert ep.response_ids[first:first + len(nudge)] == nudge
     assert ep.action_mask[first:first + len(nudge)] == [0] * len(nudge)
-    assert [t["action"] for t in ep.turns] == ["invalid", "complete"]
+    assert [t.action for t in ep.turns] == ["invalid", "complete"]
     assert ep.context == INITIAL
 
 
 def test_the_turn_after_the_nudge_completes_its_opened_query():
     ep, _, retriever, _ = run(["I am not sure", '{"query": "film director"}</query>'])
     assert ep.invalid_turns == 1 and retriever.calls == [(["film director"], 3)]
-    assert [t["action"] for t in ep.turns] == ["invalid", "search"]
+    assert [t.action for t in ep.turns] == ["invalid", "search"]
 
 
 def test_no_query_is_opened_before_the_search_disabled_final_turn():

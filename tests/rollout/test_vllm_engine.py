@@ -66,7 +66,7 @@ def test_sampled_logprobs_are_at_the_sampling_temperature(engines, loop):
 
 
 def test_top_p_logprobs_are_nucleus_renormalised_within_the_bound(engines, loop):
-    """processed_logprobs (engine.py): log p_nucleus = log p_T - log(nucleus mass), mass in [top_p, 1]."""
+    """processed_logprobs (engine/vllm.py): log p_nucleus = log p_T - log(nucleus mass), mass in [top_p, 1]."""
     hf, vllm_engine = engines
     top_p = 0.5
     prompts = [encode(hf, p) for p in PROMPTS]

@@ -242,7 +242,7 @@ def test_weight_sync_for_the_config():
 def test_a_state_with_tied_weights_can_be_written_for_vllm_to_reload(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from s3ray.rollout.engine import _contiguous_copies
+    from s3ray.rollout.engine.vllm import _contiguous_copies
 
     embed = torch.randn(5, 3)
     state = {"embed.weight": embed, "lm_head.weight": embed, "proj.weight": torch.randn(3, 4).t()}

@@ -1,6 +1,7 @@
 """The per-step episode table: best and worst first, then the batch's first others."""
 
 from s3ray.agent.episode import Episode
+from s3ray.agent.trace import Trace, Turn
 from s3ray.train.step_metrics import EPISODE_COLUMNS, episode_table
 from s3ray.types import Doc
 
@@ -9,7 +10,9 @@ NAIVE = [Doc("n1", "Naive One", "abc"), Doc("n2", "Naive Two", "de")]
 
 def episode(i: int, reward: float, added: list[Doc]) -> Episode:
     return Episode(question_id=f"q{i}", question=f"question {i}", golden_answers=["a"], source="t", prompt_ids=[1],
-                   queries=[f"query {i}a", f"query {i}b"], context=[*NAIVE, *added], initial_docs=NAIVE,
+                   trace=Trace(initial_docs=NAIVE, turns=[Turn(text="", action="search", query=f"query {i}{s}")
+                                                          for s in "ab"]),
+                   context=[*NAIVE, *added],
                    acc_s3=max(reward, 0.0), acc_rag=0.0, reward=reward)
 
 

@@ -45,11 +45,12 @@ def bandit_pool_cls(ray_cluster):
             import torch
 
             from s3ray.agent.episode import Episode
+            from s3ray.agent.trace import Trace, Turn
 
-            self.calls.append([q["id"] for q in questions])
+            self.calls.append([q.id for q in questions])
             episodes = []
             for q in questions:
-                prompt = [5 + len(q["question"]) % 50, 7, 9]
+                prompt = [5 + len(q.question) % 50, 7, 9]
                 for i in range(samples_per_question):
                     with torch.no_grad():
                         logits = self.model(input_ids=torch.tensor([prompt])).logits[0, -1]
@@ -57,10 +58,11 @@ def bandit_pool_cls(ray_cluster):
                     token = int(torch.multinomial(logp.exp(), 1, generator=self.generator))
                     reward = float(token in TARGETS)
                     episodes.append(Episode(
-                        question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
-                        source=q["source"], prompt_ids=prompt, response_ids=[token], action_mask=[1],
-                        logprobs=[float(logp[token])], temperature=1.0, turns=[{"text": ""}],
-                        finish="complete", policy_version=self.versions[-1] if self.versions else -1,
+                        question_id=q.id, question=q.question, golden_answers=list(q.golden_answers),
+                        source=q.source, prompt_ids=prompt, response_ids=[token], action_mask=[1],
+                        logprobs=[float(logp[token])], temperature=1.0,
+                        trace=Trace(turns=[Turn(text="", action="complete")], finish="complete"),
+                        policy_version=self.versions[-1] if self.versions else -1,
                         sample_index=i, acc_s3=reward, acc_rag=0.0, reward=reward, decided_by="span"))
             return episodes
 

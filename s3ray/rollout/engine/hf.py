@@ -1,0 +1,259 @@
+"""The Hugging Face transformers engine: a causal LM with continuous batching (CPU default, also GPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s3ray.rollout.engine.base import FinishReason, Generation, SamplingParams, hit_stop
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    future: asyncio.Future
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: FinishReason | None = None
+
+
+@dataclass
+class _Batch:
+    """The rows being decoded: their requests, KV cache, attention mask [rows, width], next positions
+    [rows, 1] and the token each row feeds next."""
+
+    requests: list[_Request]
+    cache: Any
+    mask: Any
+    next_pos: Any
+    tokens: list[int]
+
+    @property
+    def joinable(self) -> bool:
+        """Rows can join (and unused columns be cut) when every layer keeps its whole past (no sliding
+        window); otherwise newcomers wait for the batch to drain."""
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+
+
+class HFEngine:
+    """A causal LM whose concurrent ``generate`` calls are decoded together, with continuous batching.
+
+    Episodes call ``generate`` from many coroutines. One batch is decoded token by token with the KV
+    cache; between two decode steps, requests that arrived meanwhile join it (up to ``max_batch`` rows):
+    their prompts run forward together, left-padded, and their cache rows are appended to the batch's.
+    A row leaves the batch (and its cache rows) when it stops on EOS, its ``max_tokens`` or a stop
+    string, and its caller gets its result at once. Each step runs in a thread: the event loop stays
+    free for retrieval calls and for new requests. An idle engine waits ``batch_wait_s`` (up to
+    ``max_wait_s``) for its first batch to fill: episodes come back from a search within milliseconds
+    of each other. A weight load waits for the batch to drain (no sequence mixes two policy versions);
+    meanwhile no request joins.
+    """
+
+    def __init__(self, model_dir: str | Path, max_batch: int = 16, seed: int = 0, device: str = "cpu",
+                 dtype: str = "float32", batch_wait_s: float = 0.01, max_wait_s: float = 0.1):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        # transformers renamed the KV-cache argument and output from past_key_values to cache (5.2x);
+        # both spellings are within our supported range (>=5.0,<6).
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+            else "past_key_values"
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = frozenset(eos + ([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None
+                                        else []))
+        if not self.eos_ids:
+            raise ValueError(f"{model_dir}: neither the generation config nor the tokenizer names an EOS token")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
+        self.max_wait_s = max_wait_s
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.version = 0
+        # (rows joining, rows already decoding) at each admission: batching is observable in tests.
+        self.admissions: list[tuple[int, int]] = []
+        self._waiting: list[_Request] = []
+        self._loads: list[tuple[dict[str, Any], int, asyncio.Future]] = []
+        self._driver: asyncio.Task | None = None
+
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
+        if not prompt_ids:
+            raise ValueError("generate needs a non-empty prompt")
+        request = _Request(list(prompt_ids), sampling, asyncio.get_running_loop().create_future())
+        self._waiting.append(request)
+        self._wake()
+        await request.future
+        return Generation(request.token_ids, request.logprobs, request.finish)
+
+    async def load_state_dict(self, state: dict[str, Any], version: int) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._loads.append((state, version, done))
+        self._wake()
+        await done
+
+    def _wake(self) -> None:
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.get_running_loop().create_task(self._drive())
+
+    async def _drive(self) -> None:
+        """The scheduler: admit waiting requests, run one step, hand out finished rows; repeat."""
+        batch: _Batch | None = None
+        while self._waiting or self._loads or batch is not None:
+            if batch is None and self._loads:
+                state, version, done = self._loads.pop(0)
+                try:
+                    await asyncio.to_thread(self._load, state, version)
+                    done.set_result(None)
+                except Exception as exc:
+                    done.set_exception(exc)
+                continue
+            if batch is None:
+                await self._gather_first()
+            if self._loads or (batch is not None and not batch.joinable):
+                room = 0
+            else:
+                room = self.max_batch - (len(batch.requests) if batch else 0)
+            joining = [r for r in self._waiting[:room] if not r.future.done()]  # cancelled callers drop out
+            del self._waiting[:room]
+            if batch is None and not joining:
+                continue
+            rows = (batch.requests if batch else []) + joining
+            try:
+                batch = await asyncio.to_thread(self._step, batch, joining)
+            except Exception as exc:  # every caller in the batch sees the failure
+                for r in rows:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                batch = None
+                continue
+            for r in rows:
+                if r.finish is not None and not r.future.done():
+                    r.future.set_result(None)
+
+    async def _gather_first(self) -> None:
+        """Wait while requests keep arriving, up to ``max_wait_s``: a step costs more than that wait."""
+        waited = 0.0
+        while waited < self.max_wait_s and len(self._waiting) < self.max_batch:
+            seen = len(self._waiting)
+            await asyncio.sleep(self.batch_wait_s)
+            waited += self.batch_wait_s
+            if len(self._waiting) == seen:
+                break  # quiet for batch_wait_s: nobody else is about to ask
+
+    def _step(self, batch: _Batch | None, joining: list[_Request]) -> _Batch | None:
+        """One decode step of ``batch``, then the prefill of ``joining`` appended to it; finished rows
+        leave. Returns the batch that goes on (None when every row finished)."""
+        import torch
+
+        with torch.inference_mode():
+            if batch is not None:
+                step = torch.tensor(batch.tokens, dtype=torch.long, device=self.device)[:, None]
+                batch.mask = torch.cat([batch.mask, torch.ones_like(step)], dim=1)
+                out = self.model(input_ids=step, attention_mask=batch.mask, position_ids=batch.next_pos,
+                                 use_cache=True, **{self._cache_arg: batch.cache})
+                batch.next_pos = batch.next_pos + 1
+                batch.tokens = self._sample_rows(out.logits[:, -1, :], batch.requests)
+            if joining:
+                self.admissions.append((len(joining), len(batch.requests) if batch else 0))
+                new = self._prefill(joining)
+                batch = new if batch is None else self._concat(batch, new)
+            return self._drop_finished(batch)
+
+    def _prefill(self, requests: list[_Request]) -> _Batch:
+        import torch
+
+        width = max(len(r.prompt_ids) for r in requests)
+        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for i, r in enumerate(requests):
+            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        # Left padding: positions count real tokens only, so each row sees what it would alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        tokens = self._sample_rows(out.logits[:, -1, :], requests)
+        return _Batch(list(requests), getattr(out, self._cache_arg), mask, positions[:, -1:] + 1, tokens)
+
+    def _sample_rows(self, logits, requests: list[_Request]) -> list[int]:
+        tokens, logprobs = self._sample(logits.float(), [r.sampling for r in requests])
+        for r, token, logprob in zip(requests, tokens, logprobs, strict=True):
+            self._accept(r, token, logprob)
+        return tokens
+
+    @staticmethod
+    def _concat(a: _Batch, b: _Batch) -> _Batch:
+        """One batch of both: the shorter one's cache and mask are left-padded (masked) to the same width."""
+        import torch
+        import torch.nn.functional as F
+
+        width = max(a.mask.shape[1], b.mask.shape[1])
+
+        def pad(t, dim_from_end: int):  # zeros on the left of the sequence dimension
+            missing = width - t.shape[-dim_from_end]
+            return t if missing == 0 else F.pad(t, (0, 0) * (dim_from_end - 1) + (missing, 0))
+
+        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+            la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
+            la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
+        return _Batch(a.requests + b.requests, a.cache, torch.cat([pad(a.mask, 1), pad(b.mask, 1)]),
+                      torch.cat([a.next_pos, b.next_pos]), a.tokens + b.tokens)
+
+    def _drop_finished(self, batch: _Batch) -> _Batch | None:
+        """Finished rows leave the batch (no compute is spent on them); so do columns no row attends to."""
+        import torch
+
+        keep = [i for i, r in enumerate(batch.requests) if r.finish is None]
+        if not keep:
+            return None
+        if len(keep) < len(batch.requests):
+            index = torch.tensor(keep, device=self.device)
+            batch.cache.batch_select_indices(index)
+            batch.mask, batch.next_pos = batch.mask[index], batch.next_pos[index]
+            batch.requests, batch.tokens = [batch.requests[i] for i in keep], [batch.tokens[i] for i in keep]
+            first = int(batch.mask.any(0).int().argmax())  # the first column some row attends to
+            if first and batch.joinable:
+                for layer in batch.cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                batch.mask = batch.mask[:, first:]
+        return batch
+
+    def _sample(self, logits, params: list[SamplingParams]) -> tuple[list[int], list[float]]:
+        """One token per row of ``logits`` [rows, vocab], all rows at once, and its logprob at the row's T."""
+        import torch
+
+        temperature = torch.tensor([p.logprob_temperature for p in params], device=logits.device)
+        top_p = torch.tensor([1.0 if p.greedy else p.top_p for p in params], device=logits.device)
+        logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
+        # Nucleus per row: the most likely tokens whose mass reaches top_p (the one crossing it included).
+        sorted_probs, order = torch.sort(logp.exp(), dim=-1, descending=True)
+        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]] = 0.0
+        sampled = torch.gather(order, 1, torch.multinomial(sorted_probs, 1, generator=self.rng))[:, 0]
+        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
+        tokens = torch.where(greedy, logp.argmax(-1), sampled)
+        return tokens.tolist(), logp.gather(1, tokens[:, None])[:, 0].tolist()
+
+    def _accept(self, r: _Request, token: int, logprob: float) -> None:
+        r.token_ids.append(token)
+        r.logprobs.append(logprob)
+        if token in self.eos_ids:
+            r.finish = "eos"
+        elif hit_stop(self.tokenizer, r.token_ids, r.sampling.stop):
+            r.finish = "stop"
+        elif len(r.token_ids) >= r.sampling.max_tokens:
+            r.finish = "length"
+
+    def _load(self, state: dict[str, Any], version: int) -> None:
+        self.model.load_state_dict(state, strict=True)
+        self.version = version
