@@ -97,7 +97,7 @@ def main() -> int:
             deploy_generator(cfg)
             model_dir = ensure_tiny_model(cfg.policy_model_dir, cfg.corpus.path, cfg.policy.tiny)
             spec = cfg.data.dev[0].model_copy(update={"limit": QUESTIONS + WARMUP_QUESTIONS})
-            questions = [q.to_dict() for q in load_questions(spec)]
+            questions = list(load_questions(spec))
             rates: dict[int, list[float]] = {1: [], 2: []}
             for _ in range(ROUNDS):  # alternately: the machine's load drifts
                 for n in rates:

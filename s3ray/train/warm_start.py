@@ -72,7 +72,7 @@ def cut_teacher_turns(episodes: Sequence[Any]) -> int:
     """Teacher turns that ``agent.max_turn_tokens`` cut short: imitating one teaches a turn that never
     closes its tags (a model that spells each tag in several tokens needs far more than one that has
     them as single tokens)."""
-    return sum(turn.get("finish_reason") == "length" for ep in episodes for turn in ep.turns)
+    return sum(turn.finish_reason == "length" for ep in episodes for turn in ep.turns)
 
 
 def warm_start_questions(questions: Sequence[Question], cfg: S3Config) -> tuple[list[Question], list[Question]]:
@@ -103,7 +103,7 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
     ws = cfg.train.warm_start
     log.info("warm start: %d heuristic episodes for each of %d questions", ws.samples_per_question, len(picked))
     t0 = time.perf_counter()
-    episodes = ray.get(pool.run.remote([q.to_dict() for q in picked], policy="heuristic", with_reward=False,
+    episodes = ray.get(pool.run.remote(list(picked), policy="heuristic", with_reward=False,
                                        samples_per_question=ws.samples_per_question))
     rollout_s = time.perf_counter() - t0
     if not episodes:
