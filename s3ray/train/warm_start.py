@@ -87,6 +87,28 @@ def warm_start_questions(questions: Sequence[Question], cfg: S3Config) -> tuple[
     return picked, rest if len(rest) >= cfg.train.batch_size else list(questions)
 
 
+def _fit(cfg: S3Config, episodes: Sequence[Any], base_model_dir: Path, model_dir: Path
+         ) -> tuple[float, list[float], float]:
+    """Fit the searcher to the teacher's episodes and export it to ``model_dir``; returns the NLL before,
+    the NLL per epoch and the seconds the fit took."""
+    from s3ray.cluster import set_torch_threads
+    from s3ray.progress import show_info_logs
+
+    show_info_logs()
+    set_torch_threads(cfg.train.torch_threads)  # the rollout actors idle while it runs: every core
+    ws = cfg.train.warm_start
+    torch.manual_seed(cfg.train.seed)
+    model = load_policy(base_model_dir, cfg.policy)
+    with torch.no_grad():
+        before = action_token_nll(model, episodes[:ws.batch_size]).item()
+    t0 = time.perf_counter()
+    losses = supervised_epochs(model, episodes, ws, seed=cfg.train.seed,
+                               precision=functools.partial(autocast, cfg.policy, torch.device("cpu")))
+    train_s = time.perf_counter() - t0
+    export_pretrained(hf_state_dict(model), base_model_dir, model_dir)
+    return before, losses, train_s
+
+
 def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: Path) -> Path:
     """Run the warm start once on ``picked`` (its folder is reused by later runs) and return the warm
     model's folder."""
@@ -95,6 +117,8 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
 
     from s3ray import tracking
 
+    # max_calls=1: the worker process exits after the fit (Ray would otherwise keep it, and its memory, idle)
+    _fit_and_export = ray.remote(num_cpus=1, max_calls=1)(_fit)
     out = Path(cfg.train.dir) / "warm_start"
     model_dir = out / "model"
     if (out / _DONE).exists():
@@ -113,20 +137,16 @@ def warm_start(cfg: S3Config, pool, picked: Sequence[Question], base_model_dir: 
         log.warning("warm start: %d of %d teacher turns were cut at agent.max_turn_tokens=%d; the searcher "
                     "will imitate turns that never close: raise agent.max_turn_tokens", cut,
                     sum(len(ep.turns) for ep in episodes), cfg.agent.max_turn_tokens)
-    torch.manual_seed(cfg.train.seed)
-    model = load_policy(base_model_dir, cfg.policy)
+    # The fit runs in a task of its own: its process (the model, its optimiser state and whatever the
+    # allocator keeps) is gone before RL starts, instead of staying in this driver beside the rollout
+    # actors and the train worker (~6 GB for SmolLM2, which took the 24 GB machine to an OOM kill).
+    before, losses, train_s = ray.get(_fit_and_export.remote(cfg, episodes, base_model_dir, model_dir))
     with tracking.start_run(cfg, "warm_start"):
-        with torch.no_grad():
-            before = action_token_nll(model, episodes[:ws.batch_size]).item()
-        t0 = time.perf_counter()
-        losses = supervised_epochs(model, episodes, ws, seed=cfg.train.seed,
-                                   precision=functools.partial(autocast, cfg.policy, torch.device("cpu")))
         for epoch, loss in enumerate(losses, start=1):
             mlflow.log_metric("warm_start_nll", loss, step=epoch)
         mlflow.log_metrics({"warm_start_nll_before": before, "warm_start_episodes": len(episodes),
-                            "warm_start_cut_turns": cut,
-                            "warm_start_rollout_s": rollout_s, "warm_start_train_s": time.perf_counter() - t0})
-    export_pretrained(hf_state_dict(model), base_model_dir, model_dir)
+                            "warm_start_cut_turns": cut, "warm_start_rollout_s": rollout_s,
+                            "warm_start_train_s": train_s})
     (out / _DONE).write_text(json.dumps({"episodes": len(episodes), "nll_before": before, "nll": losses}))
     log.info("warm start: NLL %.3f -> %.3f, model at %s", before, losses[-1], model_dir)
     return model_dir
