@@ -207,10 +207,9 @@ def _chat_server_class():
 
     @serve.deployment
     class ChatServer:
-        def __init__(self, gen_dict: dict):
+        def __init__(self, gen: GeneratorConfig):
             from s3ray.cluster import set_torch_threads
 
-            gen = GeneratorConfig.model_validate(gen_dict)
             set_torch_threads(gen.torch_threads)
             self.model_name = gen.served_model_name or gen.model
             self.max_body_bytes = gen.max_body_bytes
@@ -293,7 +292,7 @@ def build_app(cfg: S3Config):
         max_ongoing_requests=gen.max_ongoing_requests,
         ray_actor_options={"num_cpus": gen.num_cpus, "num_gpus": gen.num_gpus},
         logging_config={"enable_access_log": False})  # as the retriever's: errors still log
-    return server.bind(gen.model_dump(mode="json"))
+    return server.bind(gen)  # Serve pickles the config object to each replica
 
 
 app_builder = serving.app_builder(build_app)

@@ -56,12 +56,12 @@ def passage_text(title: str, text: str) -> str:
 class EmbedPassages:
     """Ray Data actor: loads the encoder once, then embeds batches of doc-store rows."""
 
-    def __init__(self, encoder: dict[str, Any], torch_threads: int, actors: int):
+    def __init__(self, encoder: EncoderConfig, torch_threads: int, actors: int):
         from s3ray.cluster import set_torch_threads
         from s3ray.retrieval.encoder import load_encoder
 
         set_torch_threads(torch_threads, sharers=actors)
-        self.enc = EncoderConfig.model_validate(encoder)
+        self.enc = encoder
         self.model = load_encoder(self.enc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,7 +210,7 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     blocks = actors * -(-rows // (actors * cfg.index.shard_rows))
     ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     ds = ds.map_batches(
-        EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(mode="json"),
+        EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder,
                                               "torch_threads": cfg.index.embed_torch_threads,
                                               "actors": cfg.index.embed_actors},
         # A whole block per call: the encoder sorts a call's passages by length, so its own batches

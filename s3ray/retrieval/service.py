@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3ray import serving
-from s3ray.config import RetrieverConfig, S3Config, config_from_dict
+from s3ray.config import RetrieverConfig, S3Config
 from s3ray.serving import BadRequest
 from s3ray.types import Doc
 
@@ -88,10 +88,9 @@ def _retriever_class():
 
     @serve.deployment
     class Retriever:
-        def __init__(self, cfg_dict: dict):
+        def __init__(self, cfg: S3Config):
             from s3ray.cluster import set_torch_threads
 
-            cfg = config_from_dict(cfg_dict)
             set_torch_threads(cfg.retriever.torch_threads)
             self.retriever = cfg.retriever
             self.searcher = load_searcher(cfg)
@@ -159,7 +158,7 @@ def build_app(cfg: S3Config):
                            "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
         # A log line per request costs the replica CPU at every query of every rollout; errors still log.
         logging_config={"enable_access_log": False})
-    return server.bind(cfg.model_dump(mode="json"))
+    return server.bind(cfg)  # Serve pickles the config object to each replica
 
 
 app_builder = serving.app_builder(build_app)
