@@ -12,6 +12,7 @@ so the answers are the HTTP answers, and concurrent calls of every caller share 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ class HandleGenerator:
         self.temperature = temperature  # sent with every request that names none, as the HTTP client does
         self.url = f"serve:{app_name}"  # names the generator in logs, as a client's URL does
         self._handle = None
+        self._handle_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, gen: GeneratorConfig) -> HandleGenerator:
@@ -72,10 +74,19 @@ class HandleGenerator:
     async def _call(self, bodies: list[dict[str, Any]]) -> list[str]:
         from ray import serve
 
+        def app_handle():
+            # One lookup, whatever the number of concurrent first calls: in a driver that has not
+            # connected to Ray yet, get_app_handle connects, and two threads connecting at once fail
+            # ("Perhaps you called ray.init twice"; the evaluate stage's concurrent files did).
+            with self._handle_lock:
+                if self._handle is None:
+                    self._handle = serve.get_app_handle(self.app_name)
+                return self._handle
+
         try:
-            if self._handle is None:  # asks the Serve controller (a blocking call): off the event loop
-                self._handle = await asyncio.to_thread(serve.get_app_handle, self.app_name)
-            return await self._handle.chat.remote(bodies)
+            # The lookup asks the Serve controller (a blocking call): off the event loop.
+            handle = self._handle or await asyncio.to_thread(app_handle)
+            return await handle.chat.remote(bodies)
         except Exception as err:
             raise GenerationError(f"generator app {self.app_name!r} failed on {len(bodies)} requests: "
                                   f"{type(err).__name__}: {err}") from err

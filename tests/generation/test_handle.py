@@ -53,3 +53,41 @@ def test_handle_answers_are_the_http_answers(services):
         handle.chat([{"role": "wizard", "content": "x"}])
     with pytest.raises(GenerationError, match="no-such-app"):
         HandleGenerator("no-such-app", "m").chat(batch[0])
+
+
+def test_concurrent_first_calls_look_the_handle_up_once(monkeypatch):
+    """The evaluate stage scores its files concurrently from a driver not yet connected to Ray; two
+    lookups at once would both connect (ray.init twice) and fail every request."""
+    import asyncio
+    import threading
+    import time
+
+    from ray import serve
+
+    lookups, inside = [], threading.Semaphore(1)
+
+    class FakeMethod:
+        async def remote(self, bodies):
+            return [b["messages"][-1]["content"] for b in bodies]
+
+    class FakeHandle:
+        chat = FakeMethod()
+
+    def get_app_handle(name):
+        if not inside.acquire(blocking=False):
+            raise AssertionError("Perhaps you called ray.init twice by accident?")
+        try:
+            time.sleep(0.05)  # a controller round trip: time for the other calls to arrive
+            lookups.append(name)
+            return FakeHandle()
+        finally:
+            inside.release()
+
+    monkeypatch.setattr(serve, "get_app_handle", get_app_handle)
+    gen = HandleGenerator("generator", "reader")
+
+    async def many():
+        return await asyncio.gather(*(gen.achat([{"role": "user", "content": f"q{i}"}]) for i in range(8)))
+
+    assert asyncio.run(many()) == [f"q{i}" for i in range(8)]
+    assert lookups == ["generator"]
