@@ -7,6 +7,7 @@ Each service module builds its own app and calls into this module; nothing here 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -62,6 +63,30 @@ async def read_json(request, max_bytes: int) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadRequest(f"the body is not valid JSON: {err}") from None
+
+
+class AppHandle:
+    """A Serve application's deployment handle, looked up on first use and once, whatever the number of
+    concurrent first calls: in a driver not yet connected to Ray, ``serve.get_app_handle`` connects, and
+    two threads connecting at once fail ("Perhaps you called ray.init twice"; the evaluate stage's
+    concurrent files did). Not pickled: a copy for another process looks its own handle up."""
+
+    def __init__(self, app_name: str):
+        self.app_name = app_name
+        self.handle = None
+        self._lock = threading.Lock()
+
+    def _lookup(self):
+        from ray import serve
+
+        with self._lock:
+            if self.handle is None:
+                self.handle = serve.get_app_handle(self.app_name)
+            return self.handle
+
+    async def get(self):
+        """The handle; the lookup asks the Serve controller (a blocking call), so it runs off the event loop."""
+        return self.handle or await asyncio.to_thread(self._lookup)
 
 
 def app_builder(build_app: Callable[[S3Config], Any]) -> Callable[[dict], Any]:

@@ -12,12 +12,12 @@ so the answers are the HTTP answers, and concurrent calls of every caller share 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from s3ray.config import GeneratorConfig, ServeConfig
 from s3ray.generation.client import GenerationError, GeneratorClient, Messages, sampling_body
+from s3ray.serving import AppHandle
 
 HANDLE_BACKENDS = ("reader", "hf")  # the backends served by s3ray's ChatServer, which has the `chat` entry
 
@@ -28,8 +28,7 @@ class HandleGenerator:
         self.model = model
         self.temperature = temperature  # sent with every request that names none, as the HTTP client does
         self.url = f"serve:{app_name}"  # names the generator in logs, as a client's URL does
-        self._handle = None
-        self._handle_lock = threading.Lock()
+        self._app = AppHandle(app_name)
 
     @classmethod
     def from_config(cls, gen: GeneratorConfig) -> HandleGenerator:
@@ -72,21 +71,8 @@ class HandleGenerator:
         return asyncio.run(self.achat_many(batch, max_tokens, temperature))
 
     async def _call(self, bodies: list[dict[str, Any]]) -> list[str]:
-        from ray import serve
-
-        def app_handle():
-            # One lookup, whatever the number of concurrent first calls: in a driver that has not
-            # connected to Ray yet, get_app_handle connects, and two threads connecting at once fail
-            # ("Perhaps you called ray.init twice"; the evaluate stage's concurrent files did).
-            with self._handle_lock:
-                if self._handle is None:
-                    self._handle = serve.get_app_handle(self.app_name)
-                return self._handle
-
         try:
-            # The lookup asks the Serve controller (a blocking call): off the event loop.
-            handle = self._handle or await asyncio.to_thread(app_handle)
-            return await handle.chat.remote(bodies)
+            return await (await self._app.get()).chat.remote(bodies)
         except Exception as err:
             raise GenerationError(f"generator app {self.app_name!r} failed on {len(bodies)} requests: "
                                   f"{type(err).__name__}: {err}") from err

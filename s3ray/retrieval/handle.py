@@ -20,6 +20,7 @@ from typing import Any
 
 from s3ray.config import S3Config
 from s3ray.retrieval.client import RetrievalError, RetrieverClient
+from s3ray.serving import AppHandle
 from s3ray.types import Doc
 
 
@@ -52,7 +53,7 @@ class HandleRetriever:
         self.app_name = app_name
         self.url = f"serve:{app_name}"  # names the retriever in records and logs, as a client's URL does
         self.max_queries = max_queries
-        self._handle = None
+        self._app = AppHandle(app_name)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -99,12 +100,8 @@ class HandleRetriever:
                     w.future.set_result(docs)
 
     async def _call(self, queries: list[str], k: int) -> list[list[Doc]]:
-        from ray import serve
-
         try:
-            if self._handle is None:  # asks the Serve controller (a blocking call): off the event loop
-                self._handle = await asyncio.to_thread(serve.get_app_handle, self.app_name)
-            return await self._handle.search.remote(queries, k)
+            return await (await self._app.get()).search.remote(queries, k)
         except Exception as err:
             raise RetrievalError(f"retriever app {self.app_name!r} failed on {len(queries)} queries: "
                                  f"{type(err).__name__}: {err}") from err

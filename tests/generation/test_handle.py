@@ -33,7 +33,7 @@ def test_the_handle_reaches_only_a_chat_server_on_this_proxy(tmp_path, overrides
     if by_handle:
         assert (client.app_name, client.temperature) == (cfg.generator.app_name, cfg.generator.temperature)
         copy = pickle.loads(pickle.dumps(client))  # travels to Ray actors without its handle
-        assert (copy.app_name, copy.model, copy._handle) == (client.app_name, client.model, None)
+        assert (copy.app_name, copy.model, copy._app.handle) == (client.app_name, client.model, None)
 
 
 DOCS = [Doc("1", "Eiffel Tower", "It was designed by Gustave Eiffel's company. The tower is 330 metres tall."),

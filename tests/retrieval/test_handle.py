@@ -87,7 +87,7 @@ def test_a_call_holds_at_most_max_queries_unless_one_search_alone_is_larger():
 def test_pickles_without_its_handle_and_queues():
     retriever = HandleRetriever("retriever", max_queries=7)
     copy = pickle.loads(pickle.dumps(retriever))
-    assert (copy.app_name, copy.max_queries, copy.url, copy._handle) == ("retriever", 7, "serve:retriever", None)
+    assert (copy.app_name, copy.max_queries, copy.url, copy._app.handle) == ("retriever", 7, "serve:retriever", None)
 
 
 def test_no_queries_no_call():
