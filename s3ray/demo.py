@@ -341,6 +341,9 @@ def run_demo(cfg: S3Config) -> int:
     if failed:
         print(f"\ns3ray demo: stage '{failed[0]}' ended with status {failed[1]}; "
               f"its log is above (and in the dashboard's Jobs view).", file=sys.stderr)
+        if failed[1] == "TIMEOUT":  # a long training is stopped, not lost: say how to go on
+            print(f"It ran past demo.stage_timeout_s={cfg.demo.stage_timeout_s}; run the demo again with a "
+                  f"larger one: a train stage resumes from its last checkpoint.", file=sys.stderr)
         return 1
     print(_summary(cfg, dashboard_url, timings), flush=True)
     return 0

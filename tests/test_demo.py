@@ -86,6 +86,16 @@ def test_a_failed_stage_is_named_and_fails_the_demo(tmp_path, capsys):
 
 
 @pytest.mark.ray
+def test_a_stage_past_its_timeout_is_stopped_and_the_knob_named(tmp_path, capsys):
+    cfg = load_config("demo_ci", [f"paths.work_dir={tmp_path}", "demo.stages=[index]", "demo.stage_timeout_s=1",
+                                  "cluster.num_cpus=2"])
+    assert run_demo(cfg) == 1
+    err = capsys.readouterr().err
+    assert "stage 'index'" in err and "TIMEOUT" in err
+    assert "demo.stage_timeout_s=1" in err  # the user learns which setting to raise
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(2700)  # two whole demo runs on 2 cores: beyond the suite's per-test default
 def test_shortened_demo_runs_every_stage_and_leaves_its_outputs(tmp_path):
