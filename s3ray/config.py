@@ -115,7 +115,7 @@ class IndexConfig(Section):
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     shard_rows: int = 2048  # passages per embedding shard: the unit of resume
-    # 0: one actor (per its GPU, or with every core Ray gives as its torch threads); s3ray/resources.py
+    # 0: one embed_torch_threads-thread actor per core Ray gives (one with a GPU); s3ray/resources.py
     # says why, `s3ray config` prints the choice.
     embed_actors: int = Field(0, ge=0)
     embed_num_cpus: float = 1.0

@@ -7,11 +7,13 @@ leaves a core idle, and a 2-thread team collapses when the machine is busy (its 
 OpenMP barrier for a preempted teammate: c8 fell from 40 to 6 queries/s). Replicas of one thread each
 use every idle core and have no teammate to wait for.
 
-Why one embed actor with every core's threads by default (the index stage, a one-off job): each actor
-pays its start-up (a Ray worker, then torch + sentence-transformers imported and the model loaded, ~4 s
-of one core) before it encodes a passage, and two actors pay it twice on the same cores. Measured idle on
-2 cores, 1,000 passages (the bench's index figure): one 2-thread actor built the index in 18.5 s, two
-1-thread actors in 31 s; both encode at about the rate of a bare 2-thread ``encode`` once started.
+Why one 1-thread embed actor per core by default (the index stage): measured idle on 2 cores, the
+same trade-off as the retriever's. One 2-thread actor starts sooner (its imports and model load are paid
+once: ready 8.4 s after the pipeline started, two actors 11-12 s) and built the bench's 1,000-passage
+index in 18.5 s against 31 s; but it encodes at 1.85x one thread where two actors reach 2x, and in the
+demo's index job, with the dashboard and job processes beside it, its team stalled: 3,600 passages
+embedded in 62.8 s against 56.0 s with two 1-thread actors. The demo's corpus and larger ones, and a busy
+machine, favour one thread per actor.
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ def resource_choices(cfg: S3Config, cores: int) -> list[Choice]:
     elif index.embed_num_gpus > 0:
         actors = Choice("index.embed_actors", 1, "auto: one actor for its GPU")
     else:
-        actors = Choice("index.embed_actors", 1, "auto: one actor, its threads on every core: start-up "
-                        "(imports, model load) paid once")
+        per = index.embed_torch_threads or 1
+        actors = Choice("index.embed_actors", max(1, cores // per),
+                        f"auto: one {per}-thread actor per {'core' if per == 1 else f'{per} cores'} of {cores}: "
+                        "no thread team to stall beside the driver and Ray's processes")
     if index.embed_torch_threads:
         embed = Choice("index.embed_torch_threads", index.embed_torch_threads, "configured")
     else:

@@ -31,10 +31,11 @@ def test_retriever_replicas_and_threads_follow_the_cores(cores, overrides, repli
 
 
 @pytest.mark.parametrize("cores, overrides, actors, threads", [
-    (2, [], 1, 2),  # one actor, its threads on every core: start-up paid once
-    (6, [], 1, 6),
+    (2, [], 2, 1),  # one 1-thread actor per core
+    (6, [], 6, 1),
+    (1, [], 1, 1),
     (6, ["index.embed_actors=2"], 2, 3),  # configured actors share the cores
-    (6, ["index.embed_torch_threads=4"], 1, 4),
+    (8, ["index.embed_torch_threads=4"], 2, 4),  # configured threads: one actor per 4 cores
     (6, ["index.embed_num_gpus=1"], 1, 6),  # one actor for its GPU
 ])
 def test_embed_actors_and_threads_follow_the_cores(cores, overrides, actors, threads):

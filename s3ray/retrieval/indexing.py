@@ -11,7 +11,7 @@ Layout of ``index.dir``::
 The corpus is parsed by one sequential pass in the driver: it is cheap next to embedding, and only a
 sequential pass can name the line of a malformed row and keep corpus order. Embedding is the heavy part:
 Ray Data reads the doc store, keeps only the shards not yet on disk, and runs the encoder in an actor
-pool (one actor by default, its threads on every core: :mod:`s3ray.resources` says why). Each finished
+pool (one 1-thread actor per core by default: :mod:`s3ray.resources` says why). Each finished
 shard is written atomically, so an interrupted build resumes where it stopped. BM25 reads only the doc
 store, so a driver thread builds it while the actors start and encode.
 """
@@ -348,8 +348,8 @@ def build_index(cfg: S3Config) -> Path:
              len(sizes) - len(todo))
     from s3ray.tracking import start_run
 
-    # BM25 needs only the doc store: built in a driver thread from here on, while MLflow starts and the
-    # embed actors start (one actor's imports leave the other cores idle) and encode, not after them.
+    # BM25 needs only the doc store: built in a driver thread from here on, while MLflow and the embed
+    # actors start and encode, not after them.
     with ThreadPoolExecutor(1) as side:
         bm25 = side.submit(_build_bm25, index_dir) if cfg.index.bm25 else None
         with start_run(cfg, "index"):
