@@ -1,7 +1,7 @@
 """Retrieval benchmark: index build speed, served throughput / latency, and recall, each against a
 baseline built the way the single-process tools s3ray replaces are built, measured alternately in the
 same run (``--rounds`` rounds; every figure is the median over rounds). Settings are ``demo_cpu``'s
-(MiniLM, 128-token inputs, two embedding actors) over a slice of the HotpotQA corpus.
+(MiniLM, 128-token inputs, the automatic embed actors) over a slice of the HotpotQA corpus.
 
 - ``index.passages_per_s``: ``build_index`` end to end (doc store, Ray Data embedding, FAISS, BM25,
   manifest); baseline: one process running ``encode`` over the same passages with the same encoder

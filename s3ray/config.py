@@ -115,7 +115,9 @@ class IndexConfig(Section):
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     shard_rows: int = 2048  # passages per embedding shard: the unit of resume
-    embed_actors: int = 1
+    # 0: one embed_torch_threads-thread actor per core Ray gives (one with a GPU); s3ray/resources.py
+    # says why, `s3ray config` prints the choice.
+    embed_actors: int = Field(0, ge=0)
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_torch_threads: int = 0  # per actor; 0: the node's cores shared among the embed actors
@@ -602,6 +604,9 @@ class DemoConfig(Section):
     stages: list[str] = Field(default_factory=lambda: list(DEMO_STAGES))
     keep_running: bool = False  # leave the cluster and Serve apps up for the dashboard / more jobs
     stage_timeout_s: int = 1800
+    # How often a stage's job status is polled: its end is noticed this soon, where Ray's log stream
+    # notices it seconds later (s3ray/demo.py, _follow_job).
+    job_status_poll_s: float = 0.25
     ray_port: int = 0  # 0: a free port (the local head's GCS)
 
 

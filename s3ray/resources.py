@@ -1,11 +1,19 @@
-"""What the cores call for: the retriever's replicas and threads, and the embedders' threads, that a
-config's automatic settings (0) resolve to on the cores Ray gives, each with its reason. The retriever's
-deployment uses them; ``s3ray config`` prints them.
+"""What the cores call for: the retriever's replicas and threads, and the embedders' actors and threads,
+that a config's automatic settings (0) resolve to on the cores Ray gives, each with its reason. The
+retriever's deployment and the index's embed actors use them; ``s3ray config`` prints them.
 
 Why one 1-thread retriever replica per core by default: on an idle 2-core machine one 1-thread replica
 leaves a core idle, and a 2-thread team collapses when the machine is busy (its threads wait at every
 OpenMP barrier for a preempted teammate: c8 fell from 40 to 6 queries/s). Replicas of one thread each
 use every idle core and have no teammate to wait for.
+
+Why one 1-thread embed actor per core by default (the index stage): measured idle on 2 cores, the
+same trade-off as the retriever's. One 2-thread actor starts sooner (its imports and model load are paid
+once: ready 8.4 s after the pipeline started, two actors 11-12 s) and built the bench's 1,000-passage
+index in 18.5 s against 31 s; but it encodes at 1.85x one thread where two actors reach 2x, and in the
+demo's index job, with the dashboard and job processes beside it, its team stalled: 3,600 passages
+embedded in 62.8 s against 56.0 s with two 1-thread actors. The demo's corpus and larger ones, and a busy
+machine, favour one thread per actor.
 """
 
 from __future__ import annotations
@@ -58,12 +66,21 @@ def resource_choices(cfg: S3Config, cores: int) -> list[Choice]:
     else:
         threads = Choice("retriever.torch_threads", max(1, cores // replicas.value),
                          f"auto: {cores} cores shared among {replicas.value} replica(s)")
+    if index.embed_actors:
+        actors = Choice("index.embed_actors", index.embed_actors, "configured")
+    elif index.embed_num_gpus > 0:
+        actors = Choice("index.embed_actors", 1, "auto: one actor for its GPU")
+    else:
+        per = index.embed_torch_threads or 1
+        actors = Choice("index.embed_actors", max(1, cores // per),
+                        f"auto: one {per}-thread actor per {'core' if per == 1 else f'{per} cores'} of {cores}: "
+                        "no thread team to stall beside the driver and Ray's processes")
     if index.embed_torch_threads:
         embed = Choice("index.embed_torch_threads", index.embed_torch_threads, "configured")
     else:
-        embed = Choice("index.embed_torch_threads", max(1, cores // index.embed_actors),
-                       f"auto: {cores} cores shared among {index.embed_actors} embed actor(s)")
-    return [replicas, threads, embed]
+        embed = Choice("index.embed_torch_threads", max(1, cores // actors.value),
+                       f"auto: {cores} cores shared among {actors.value} embed actor(s)")
+    return [replicas, threads, actors, embed]
 
 
 def resolve_resources(cfg: S3Config, cores: int) -> tuple[S3Config, list[Choice]]:

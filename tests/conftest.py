@@ -116,12 +116,11 @@ def index_dir(session_cfg, ray_cluster) -> Path:
 
 @pytest.fixture(scope="session")
 def services(session_cfg, index_dir, ray_cluster) -> S3Config:
-    """Retriever and generator Serve apps over HTTP on 127.0.0.1, for integration tests."""
-    from s3ray.generation.service import deploy as deploy_generator
-    from s3ray.retrieval.service import deploy as deploy_retriever
+    """Retriever and generator Serve apps over HTTP on 127.0.0.1 (the deploy stage's call), for integration
+    tests."""
+    from s3ray.deploy import deploy_services
 
-    deploy_retriever(session_cfg)
-    deploy_generator(session_cfg)
+    deploy_services(session_cfg)
     return session_cfg
 
 

@@ -30,9 +30,19 @@ def test_retriever_replicas_and_threads_follow_the_cores(cores, overrides, repli
     assert why["retriever.num_replicas"].startswith("configured" if configured else "auto")
 
 
-def test_embedders_share_the_cores_unless_configured():
-    assert resolve_resources(cfg_for(), 6)[0].index.embed_torch_threads == 3  # demo_cpu: 2 embed actors
-    assert resolve_resources(cfg_for("index.embed_torch_threads=4"), 6)[0].index.embed_torch_threads == 4
+@pytest.mark.parametrize("cores, overrides, actors, threads", [
+    (2, [], 2, 1),  # one 1-thread actor per core
+    (6, [], 6, 1),
+    (1, [], 1, 1),
+    (6, ["index.embed_actors=2"], 2, 3),  # configured actors share the cores
+    (8, ["index.embed_torch_threads=4"], 2, 4),  # configured threads: one actor per 4 cores
+    (6, ["index.embed_num_gpus=1"], 1, 6),  # one actor for its GPU
+])
+def test_embed_actors_and_threads_follow_the_cores(cores, overrides, actors, threads):
+    resolved, choices = resolve_resources(cfg_for(*overrides), cores)
+    assert (resolved.index.embed_actors, resolved.index.embed_torch_threads) == (actors, threads)
+    why = {c.key: c.why for c in choices}
+    assert why["index.embed_actors"].startswith("configured" if "index.embed_actors=2" in overrides else "auto")
 
 
 def test_usable_cores_are_at_most_what_ray_gives():

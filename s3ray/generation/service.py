@@ -298,14 +298,19 @@ def build_app(cfg: S3Config):
 app_builder = serving.app_builder(build_app)
 
 
+def serve_app(cfg: S3Config) -> serving.ServeApp:
+    """The generator app (not started), its name, route and health URL."""
+    gen = cfg.generator
+    return serving.ServeApp(build_app(cfg), gen.app_name, gen.route_prefix, f"{gen.base_url.rstrip('/')}/models")
+
+
 def deploy(cfg: S3Config) -> str:
     """Deploy the generator app (if there is one to deploy) and return its ``/v1`` base URL once healthy."""
     gen = cfg.generator
     if gen.backend == "openai":
         log.info("generator: external endpoint %s, nothing to deploy", gen.base_url)
         return gen.base_url
-    serving.deploy_app(cfg, build_app(cfg), name=gen.app_name, route_prefix=gen.route_prefix,
-                       health_url=f"{gen.base_url.rstrip('/')}/models")
+    serving.deploy_apps(cfg, [serve_app(cfg)])
     log.info("generator %s (%s) ready at %s", gen.app_name, gen.backend, gen.base_url)
     return gen.base_url
 

@@ -8,7 +8,7 @@ Public surface (other stages import only these):
   hnsw), BM25 and ``manifest.json`` in ``cfg.index.dir``; reuses a complete matching index
 - ``searchers.load_searcher(cfg) -> Searcher``: ``.search(queries, k) -> list[list[Doc]]`` (dense or BM25
   by ``cfg.retriever.backend``); refuses an index built from another corpus or encoder
-- ``service.build_app(cfg)``, ``service.app_builder(args)``, ``service.deploy(cfg) -> url``,
+- ``service.build_app(cfg)``, ``service.app_builder(args)``, ``service.serve_app(cfg)``, ``service.deploy(cfg) -> url``,
   ``service.serve_forever(cfg)``: the Ray Serve app, ``POST /retrieve`` (Search-R1 / s3 contract) and
   ``GET /retrieve/health``
 - ``client.RetrieverClient(url, timeout_s, retries)``: ``.search(queries, k)``, ``await .asearch(queries, k)``,

@@ -11,7 +11,9 @@ Layout of ``index.dir``::
 The corpus is parsed by one sequential pass in the driver: it is cheap next to embedding, and only a
 sequential pass can name the line of a malformed row and keep corpus order. Embedding is the heavy part:
 Ray Data reads the doc store, keeps only the shards not yet on disk, and runs the encoder in an actor
-pool. Each finished shard is written atomically, so an interrupted build resumes where it stopped.
+pool (one 1-thread actor per core by default: :mod:`s3ray.resources` says why). Each finished
+shard is written atomically, so an interrupted build resumes where it stopped. BM25 reads only the doc
+store, so a driver thread builds it while the actors start and encode.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,11 @@ def passage_text(title: str, text: str) -> str:
 class EmbedPassages:
     """Ray Data actor: loads the encoder once, then embeds batches of doc-store rows."""
 
-    def __init__(self, encoder: EncoderConfig, torch_threads: int, actors: int):
+    def __init__(self, encoder: EncoderConfig, torch_threads: int):
         from s3ray.cluster import set_torch_threads
         from s3ray.retrieval.encoder import load_encoder
 
-        set_torch_threads(torch_threads, sharers=actors)
+        set_torch_threads(torch_threads)
         self.enc = encoder
         self.model = load_encoder(self.enc)
 
@@ -199,8 +202,12 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     from ray.data.expressions import col
 
     from s3ray.cluster import init_ray
+    from s3ray.resources import ray_cores, resolve_resources
 
     init_ray(cfg)
+    cfg, choices = resolve_resources(cfg, ray_cores())
+    log.info("index resources: %s", "; ".join(f"{c.key}={c.value} ({c.why})" for c in choices
+                                              if c.key.startswith("index.")))
     ds = ray.data.read_parquet(str(index_dir / DOCS_FILE), columns=["row", "shard", "id", "title", "text"])
     if len(todo) < len(sizes):
         ds = ds.filter(expr=col("shard").is_in(todo))
@@ -211,8 +218,7 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     ds = ds.map_batches(
         EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder,
-                                              "torch_threads": cfg.index.embed_torch_threads,
-                                              "actors": cfg.index.embed_actors},
+                                              "torch_threads": cfg.index.embed_torch_threads},
         # A whole block per call: the encoder sorts a call's passages by length, so its own batches
         # (encoder.batch_size) pad little, as a single-process encode of the whole corpus does.
         batch_size=None, batch_format="numpy",
@@ -245,11 +251,11 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
 
 
 def _assemble(cfg: S3Config, index_dir: Path, rows: int, n_shards: int) -> int:
-    """FAISS (and BM25) over all shards; returns the embedding dimension."""
+    """FAISS over all shards; returns the embedding dimension."""
     import faiss
     import pyarrow.parquet as pq
 
-    docs = pq.read_table(index_dir / DOCS_FILE, columns=["id", "title", "text"])
+    docs = pq.read_table(index_dir / DOCS_FILE, columns=["id"])
     vectors = np.concatenate([np.load(shard_path(index_dir, s)) for s in range(n_shards)])
     ids = np.concatenate([np.load(_ids_path(index_dir, s)) for s in range(n_shards)])
     if len(vectors) != rows or ids.tolist() != docs.column("id").to_pylist():
@@ -258,12 +264,14 @@ def _assemble(cfg: S3Config, index_dir: Path, rows: int, n_shards: int) -> int:
     tmp = index_dir / (FAISS_FILE + ".tmp")
     faiss.write_index(build_faiss(vectors, cfg.index), str(tmp))
     os.replace(tmp, index_dir / FAISS_FILE)
-    if cfg.index.bm25:
-        _build_bm25(index_dir, docs)
     return int(vectors.shape[1])
 
 
-def _build_bm25(index_dir: Path, docs) -> None:
+def _build_bm25(index_dir: Path) -> None:
+    """BM25 over the doc store's passages."""
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(index_dir / DOCS_FILE, columns=["title", "text"])
     log.info("index: building BM25 over %d passages", docs.num_rows)
     texts = [f"{t} {x}" for t, x in zip(docs.column("title").to_pylist(), docs.column("text").to_pylist(),
                                         strict=True)]
@@ -300,8 +308,6 @@ def _link(source: Path, target: Path) -> None:
 
 def adopt_prebuilt(cfg: S3Config, index_dir: Path, corpus: dict[str, Any]) -> dict[str, Any]:
     """Doc store from the corpus, ``index.prebuilt`` as the FAISS index, BM25 if configured; the manifest."""
-    import pyarrow.parquet as pq
-
     rows, skipped = write_docstore(cfg, index_dir / DOCS_FILE)
     if skipped:
         raise ValueError(f"corpus {cfg.corpus.path}: {skipped} rows skipped as malformed would shift every "
@@ -309,7 +315,7 @@ def adopt_prebuilt(cfg: S3Config, index_dir: Path, corpus: dict[str, Any]) -> di
     dim = check_prebuilt(cfg.index.prebuilt, rows)
     _link(Path(cfg.index.prebuilt), index_dir / FAISS_FILE)
     if cfg.index.bm25:
-        _build_bm25(index_dir, pq.read_table(index_dir / DOCS_FILE, columns=["id", "title", "text"]))
+        _build_bm25(index_dir)
     log.info("index: adopted %s (%d x %d) for %s", cfg.index.prebuilt, rows, dim, cfg.corpus.path)
     return new_manifest(cfg, corpus, rows, dim, skipped, bm25=cfg.index.bm25)
 
@@ -342,21 +348,27 @@ def build_index(cfg: S3Config) -> Path:
              len(sizes) - len(todo))
     from s3ray.tracking import start_run
 
-    with start_run(cfg, "index"):
-        import mlflow
+    # BM25 needs only the doc store: built in a driver thread from here on, while MLflow and the embed
+    # actors start and encode, not after them.
+    with ThreadPoolExecutor(1) as side:
+        bm25 = side.submit(_build_bm25, index_dir) if cfg.index.bm25 else None
+        with start_run(cfg, "index"):
+            import mlflow
 
-        started = time.perf_counter()
-        if todo:
-            _embed_shards(cfg, index_dir, todo, sizes)
-            embedded = sum(sizes[s] for s in todo)
-            seconds = time.perf_counter() - started
-            mlflow.log_metrics({"index.embedded_passages": embedded, "index.embed_seconds": seconds,
-                                "index.passages_per_s": embedded / seconds})
-            log.info("index: embedded %d passages in %.1f s (%.0f passages/s)", embedded, seconds,
-                     embedded / seconds)
-        dim = _assemble(cfg, index_dir, rows, len(sizes))
-        mlflow.log_metrics({"index.rows": rows, "index.skipped_rows": meta["skipped_rows"],
-                            "index.build_seconds": time.perf_counter() - started})
+            started = time.perf_counter()
+            if todo:
+                _embed_shards(cfg, index_dir, todo, sizes)
+                embedded = sum(sizes[s] for s in todo)
+                seconds = time.perf_counter() - started
+                mlflow.log_metrics({"index.embedded_passages": embedded, "index.embed_seconds": seconds,
+                                    "index.passages_per_s": embedded / seconds})
+                log.info("index: embedded %d passages in %.1f s (%.0f passages/s)", embedded, seconds,
+                         embedded / seconds)
+            dim = _assemble(cfg, index_dir, rows, len(sizes))
+            if bm25 is not None:
+                bm25.result()
+            mlflow.log_metrics({"index.rows": rows, "index.skipped_rows": meta["skipped_rows"],
+                                "index.build_seconds": time.perf_counter() - started})
     write_json_atomic(index_dir / MANIFEST,
                       new_manifest(cfg, corpus, rows, dim, meta["skipped_rows"], bm25=cfg.index.bm25))
     log.info("index: %s ready (%d passages, %s)", index_dir, rows, cfg.index.kind)

@@ -164,11 +164,16 @@ def build_app(cfg: S3Config):
 app_builder = serving.app_builder(build_app)
 
 
+def serve_app(cfg: S3Config) -> serving.ServeApp:
+    """The retriever app (not started), its name, route and health URL."""
+    r = cfg.retriever
+    return serving.ServeApp(build_app(cfg), r.app_name, r.route_prefix, f"{r.url}/health")
+
+
 def deploy(cfg: S3Config) -> str:
     """Deploy the retriever app on the Serve proxy at ``serve.host:serve.port``; return its URL once healthy."""
     r = cfg.retriever
-    serving.deploy_app(cfg, build_app(cfg), name=r.app_name, route_prefix=r.route_prefix,
-                       health_url=f"{r.url}/health")
+    serving.deploy_apps(cfg, [serve_app(cfg)])
     log.info("retriever %s (%s) ready at %s", r.app_name, r.backend, r.url)
     return r.url
 
