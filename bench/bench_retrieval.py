@@ -20,6 +20,7 @@ same run (``--rounds`` rounds; every figure is the median over rounds). Settings
   normalized, inside one of the top-3 passages; baseline: BM25 over the same slice.
 
     python bench/bench_retrieval.py [--passages 1000] [--requests 128] [--rounds 2] [--busy-loops 2]
+                                    [--loads c1 c8 c32 batch32 batch32.c4]
 """
 
 from __future__ import annotations
@@ -105,9 +106,11 @@ def baseline_server(config_json: str, port: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Load generation
 # ---------------------------------------------------------------------------------------------------
-def measure(client, name: str, questions: list[str], requests: int) -> dict[str, tuple[float, float, float]]:
+def measure(client, name: str, questions: list[str], requests: int,
+            loads: list[str]) -> dict[str, tuple[float, float, float]]:
     out = {}
-    for load, (clients, per_request) in LOADS.items():
+    for load in loads:
+        clients, per_request = LOADS[load]
         n = (requests // 2 if clients == 1 and per_request == 1 else requests) * per_request
         stream = [questions[i % len(questions)] for i in range(n)]
         qps, lat = asyncio.run(closed_loop(lambda r: client.asearch(r, 3), stream, clients, per_request))
@@ -117,9 +120,9 @@ def measure(client, name: str, questions: list[str], requests: int) -> dict[str,
 
 
 def handle_qps(cfg, questions: list[str], requests: int) -> float:
-    from s3ray.retrieval.handle import HandleRetriever
+    from s3ray.retrieval.handle import in_cluster_retriever
 
-    retriever = HandleRetriever(cfg.retriever.app_name)
+    retriever = in_cluster_retriever(cfg)  # what the rollout actors and the precompute use
     qps, _ = asyncio.run(closed_loop(lambda r: retriever.asearch(r, 3), questions[:requests], 32, 1))
     note(f"handle c32: {qps:.1f} q/s")
     return qps
@@ -175,14 +178,15 @@ def busy_loops(n: int) -> Iterator[None]:
             loop.wait()
 
 
-def report(base: list[dict], ours: list[dict], handle: list[float], suffix: str) -> None:
-    for load in LOADS:
+def report(base: list[dict], ours: list[dict], handle: list[float], suffix: str, loads: list[str]) -> None:
+    for load in loads:
         median_figure(f"retriever.qps.{load}{suffix}", [r[load][0] for r in ours], [r[load][0] for r in base],
                       "queries/s")
         for i, pct in ((1, "p50"), (2, "p99")):
             median_figure(f"retriever.latency_{pct}_ms.{load}{suffix}", [r[load][i] for r in ours],
                           [r[load][i] for r in base], "ms", lower_is_better=True)
-    median_figure(f"retriever.handle.qps.c32{suffix}", handle, [r["c32"][0] for r in base], "queries/s")
+    if handle:
+        median_figure(f"retriever.handle.qps.c32{suffix}", handle, [r["c32"][0] for r in base], "queries/s")
 
 
 def median_figure(name: str, ours: list[float], base: list[float], unit: str, **kwargs) -> None:
@@ -198,6 +202,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline / ours rounds")
     parser.add_argument("--busy-loops", type=int, default=2,
                         help="the served figures again with this many spinning processes (0: idle only)")
+    parser.add_argument("--loads", nargs="+", choices=list(LOADS), default=list(LOADS),
+                        help="the served loads to measure (the handle's c32 figure comes with c32)")
     parser.add_argument("--baseline-server", nargs=2, metavar=("CONFIG_JSON", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -250,10 +256,12 @@ def main() -> int:
                     with busy_loops(loops):
                         base, ours, handle = [], [], []
                         for _ in range(args.rounds):  # alternately: the machine's load drifts
-                            base.append(measure(base_client, f"baseline{suffix}", questions, args.requests))
-                            ours.append(measure(ours_client, f"s3ray{suffix}", questions, args.requests))
-                            handle.append(handle_qps(cfg, questions, 4 * args.requests))
-                    report(base, ours, handle, suffix)
+                            base.append(measure(base_client, f"baseline{suffix}", questions, args.requests,
+                                                args.loads))
+                            ours.append(measure(ours_client, f"s3ray{suffix}", questions, args.requests, args.loads))
+                            if "c32" in args.loads:
+                                handle.append(handle_qps(cfg, questions, 4 * args.requests))
+                    report(base, ours, handle, suffix, args.loads)
             finally:
                 server.terminate()
                 server.wait(timeout=30)

@@ -156,6 +156,10 @@ class RetrieverConfig(Section):
     # add latency to a lone query).
     encoder_batch_wait_s: float = 0.0
     max_ongoing_requests: int = 64
+    # A request of at least this many queries is cut into one chunk per replica, encoded side by side
+    # (a replica encodes with one thread; s3ray/retrieval/split.py). 0: four queries per replica, what a
+    # chunk must hold to earn the extra handle call (s3ray/resources.py); one replica never splits.
+    split_min_queries: int = Field(0, ge=0)
     max_topk: int = 100
     max_queries: int = 1024
     max_query_chars: int = 2048  # longer queries get a 400 (an encoder reads ~256 tokens anyway)

@@ -1,6 +1,7 @@
-"""What the cores call for: the retriever's replicas and threads, and the embedders' actors and threads,
-that a config's automatic settings (0) resolve to on the cores Ray gives, each with its reason. The
-retriever's deployment and the index's embed actors use them; ``s3ray config`` prints them.
+"""What the cores call for: the retriever's replicas, threads and split size, and the embedders' actors
+and threads, that a config's automatic settings (0) resolve to on the cores Ray gives, each with its
+reason. The retriever's deployment, its in-cluster handle and the index's embed actors use them;
+``s3ray config`` prints them.
 
 Why one 1-thread retriever replica per core by default: on an idle 2-core machine one 1-thread replica
 leaves a core idle, and a 2-thread team collapses when the machine is busy (its threads wait at every
@@ -22,6 +23,11 @@ import os
 from dataclasses import dataclass
 
 from s3ray.config import S3Config, config_from_dict
+
+# The smallest chunk worth a handle call to another replica: one thread encodes a short query in ~6 ms
+# (MiniLM, 2-core machine under load; 4 queries 35 ms, 8 queries 62 ms) and a handle call costs ~3.4 ms
+# (bench/bench_single_query.py), so a chunk of one or two queries would save about what its call costs.
+SPLIT_QUERIES_PER_REPLICA = 4
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,14 @@ def resource_choices(cfg: S3Config, cores: int) -> list[Choice]:
     else:
         embed = Choice("index.embed_torch_threads", max(1, cores // actors.value),
                        f"auto: {cores} cores shared among {actors.value} embed actor(s)")
-    return [replicas, threads, actors, embed]
+    if r.split_min_queries:
+        split = Choice("retriever.split_min_queries", r.split_min_queries, "configured")
+    else:
+        split = Choice("retriever.split_min_queries", SPLIT_QUERIES_PER_REPLICA * replicas.value,
+                       f"auto: {SPLIT_QUERIES_PER_REPLICA} queries per replica"
+                       + (", so a chunk's encode saves more than its handle call costs" if replicas.value > 1
+                          else " (one replica: never split)"))
+    return [replicas, threads, actors, embed, split]
 
 
 def resolve_resources(cfg: S3Config, cores: int) -> tuple[S3Config, list[Choice]]:

@@ -54,3 +54,15 @@ def test_cli_config_prints_the_choices_and_their_reasons(capsys):
     out = capsys.readouterr().out
     assert "# resolved on 1 core(s)" in out and "retriever.num_replicas: 1  (auto: one 1-thread replica" in out
     assert "retriever:\n" in out and "  num_replicas: 1\n" in out
+
+
+@pytest.mark.parametrize("cores, overrides, split", [
+    (2, [], 8),  # four queries per replica, two replicas
+    (8, ["retriever.torch_threads=2"], 16),
+    (2, ["retriever.split_min_queries=3"], 3),  # configured: kept
+])
+def test_split_threshold_follows_the_replicas_unless_configured(cores, overrides, split):
+    resolved, choices = resolve_resources(cfg_for(*overrides), cores)
+    assert resolved.retriever.split_min_queries == split
+    why = {c.key: c.why for c in choices}["retriever.split_min_queries"]
+    assert why.startswith("configured" if overrides and "split" in overrides[0] else "auto")

@@ -15,5 +15,8 @@ Public surface (other stages import only these):
   ``.health()``, ``RetrieverClient.from_config(cfg)``, ``.url``; ``client.RetrievalError``
 - ``handle.in_cluster_retriever(cfg)``: for callers inside the cluster (rollout, precompute, reward), a
   ``HandleRetriever`` on the Serve app's deployment handle (same ``asearch`` / ``search``; concurrent
-  searches of one caller go out as one call), or the HTTP client when ``retriever.use_handle`` is off
+  searches of one caller go out as one call, cut into one chunk per replica when large), or the HTTP client
+  when ``retriever.use_handle`` is off
+- ``split.chunks(queries, replicas, min_queries)``, ``split.search_chunks(parts, search)``: a many-query
+  request cut into one chunk per replica, and the chunks' results put back in query order
 """

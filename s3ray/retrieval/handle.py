@@ -4,7 +4,10 @@ retrieve: through a Serve deployment handle on the retriever app, without the HT
 Each caller coalesces its own concurrent searches: while one handle call is in flight, the queries of
 every ``asearch`` that comes in meanwhile wait and then go out together as the next call. A rollout
 actor's episodes that search in the same turn thus make one call between them, and the replica's
-``@serve.batch`` merges the calls of different callers into one encoder pass.
+``@serve.batch`` merges the calls of different callers into one encoder pass. A call of
+``split_min_queries`` queries or more goes out as one chunk per replica (:mod:`s3ray.retrieval.split`),
+each to a replica's ``search_here``: the chunks are encoded side by side, one hop away, instead of
+reaching the other replicas through the first.
 
 Same interface as :class:`~s3ray.retrieval.client.RetrieverClient` (``asearch``, ``search``); failures
 raise :class:`~s3ray.retrieval.client.RetrievalError`, never an empty result.
@@ -20,6 +23,7 @@ from typing import Any
 
 from s3ray.config import S3Config
 from s3ray.retrieval.client import RetrievalError, RetrieverClient
+from s3ray.retrieval.split import chunks, search_chunks
 from s3ray.serving import AppHandle
 from s3ray.types import Doc
 
@@ -49,16 +53,19 @@ def split_results(batch: list[_Waiting], results: list[list[Doc]]) -> list[list[
 
 
 class HandleRetriever:
-    def __init__(self, app_name: str, max_queries: int = 1024):
+    def __init__(self, app_name: str, max_queries: int = 1024, replicas: int = 1, split_min_queries: int = 0):
         self.app_name = app_name
         self.url = f"serve:{app_name}"  # names the retriever in records and logs, as a client's URL does
         self.max_queries = max_queries
+        self.replicas = replicas
+        self.split_min_queries = split_min_queries
         self._app = AppHandle(app_name)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for Ray: the handle and the queues are rebuilt where the copy lands.
-        return {"app_name": self.app_name, "max_queries": self.max_queries}
+        return {"app_name": self.app_name, "max_queries": self.max_queries, "replicas": self.replicas,
+                "split_min_queries": self.split_min_queries}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
@@ -89,7 +96,7 @@ class HandleRetriever:
                 batch.append(state.waiting.pop(0))
                 total += len(batch[-1].queries)
             try:
-                results = await self._call([q for w in batch for q in w.queries], max(w.k for w in batch))
+                results = await self._search([q for w in batch for q in w.queries], max(w.k for w in batch))
             except Exception as err:  # every search of the call sees the failure
                 for w in batch:
                     if not w.future.done():
@@ -99,9 +106,16 @@ class HandleRetriever:
                 if not w.future.done():
                     w.future.set_result(docs)
 
-    async def _call(self, queries: list[str], k: int) -> list[list[Doc]]:
+    async def _search(self, queries: list[str], k: int) -> list[list[Doc]]:
+        """One call, or one per chunk to replicas' ``search_here``, their results in query order."""
+        parts = chunks(queries, self.replicas, self.split_min_queries)
+        if len(parts) == 1:
+            return await self._call("search", queries, k)
+        return await search_chunks(parts, lambda _, chunk: self._call("search_here", chunk, k))
+
+    async def _call(self, method: str, queries: list[str], k: int) -> list[list[Doc]]:
         try:
-            return await (await self._app.get()).search.remote(queries, k)
+            return await getattr(await self._app.get(), method).remote(queries, k)
         except Exception as err:
             raise RetrievalError(f"retriever app {self.app_name!r} failed on {len(queries)} queries: "
                                  f"{type(err).__name__}: {err}") from err
@@ -111,5 +125,9 @@ def in_cluster_retriever(cfg: S3Config) -> HandleRetriever | RetrieverClient:
     """The retriever for callers running inside the Ray cluster: the Serve app's handle, or HTTP at
     ``retriever.url`` when ``retriever.use_handle`` is off (a retriever outside the cluster)."""
     if cfg.retriever.use_handle:
-        return HandleRetriever(cfg.retriever.app_name, max_queries=cfg.retriever.max_queries)
+        from s3ray.resources import ray_cores, resolve_resources
+
+        r = resolve_resources(cfg, ray_cores())[0].retriever  # the replicas the app was deployed with
+        return HandleRetriever(r.app_name, max_queries=r.max_queries, replicas=r.num_replicas,
+                               split_min_queries=r.split_min_queries)
     return RetrieverClient.from_config(cfg)

@@ -15,15 +15,19 @@ from s3ray.types import Doc
 
 
 class RecordingRetriever(HandleRetriever):
-    """Answers query q with docs "q#0".."q#(k-1)" after a short delay, and records every call."""
+    """Answers query q with docs "q#0".."q#(k-1)" after a short delay, and records every call (and, in
+    ``methods``, the deployment method it called)."""
 
-    def __init__(self, max_queries: int = 1024, fail: bool = False):
-        super().__init__("retriever", max_queries=max_queries)
+    def __init__(self, max_queries: int = 1024, fail: bool = False, replicas: int = 1, split_min_queries: int = 0):
+        super().__init__("retriever", max_queries=max_queries, replicas=replicas,
+                         split_min_queries=split_min_queries)
         self.calls: list[tuple[list[str], int]] = []
+        self.methods: list[str] = []
         self.fail = fail
 
-    async def _call(self, queries: list[str], k: int) -> list[list[Doc]]:
+    async def _call(self, method: str, queries: list[str], k: int) -> list[list[Doc]]:
         self.calls.append((list(queries), k))
+        self.methods.append(method)
         await asyncio.sleep(0.01)
         if self.fail:
             raise RetrievalError("the replica died")
@@ -85,9 +89,35 @@ def test_a_call_holds_at_most_max_queries_unless_one_search_alone_is_larger():
 
 
 def test_pickles_without_its_handle_and_queues():
-    retriever = HandleRetriever("retriever", max_queries=7)
+    retriever = HandleRetriever("retriever", max_queries=7, replicas=2, split_min_queries=8)
     copy = pickle.loads(pickle.dumps(retriever))
     assert (copy.app_name, copy.max_queries, copy.url, copy._app.handle) == ("retriever", 7, "serve:retriever", None)
+    assert (copy.replicas, copy.split_min_queries) == (2, 8)
+
+
+def test_a_large_call_goes_out_as_one_chunk_per_replica_to_search_here():
+    retriever = RecordingRetriever(replicas=2, split_min_queries=4)
+
+    async def go():  # 3 + 2 coalesced queries: one call of 5, cut 3 / 2
+        return await asyncio.gather(retriever.asearch(["a", "b", "c"], 2), retriever.asearch(["d", "e"], 1))
+
+    abc, de = asyncio.run(go())
+    assert retriever.calls == [(["a", "b", "c"], 2), (["d", "e"], 2)]
+    assert retriever.methods == ["search_here", "search_here"]
+    assert [[x.id for x in docs] for docs in abc] == [["a#0", "a#1"], ["b#0", "b#1"], ["c#0", "c#1"]]
+    assert [[x.id for x in docs] for docs in de] == [["d#0"], ["e#0"]]
+
+
+def test_a_small_call_or_one_replica_is_one_call_to_search():
+    for retriever in (RecordingRetriever(replicas=2, split_min_queries=4), RecordingRetriever(replicas=1)):
+        retriever.search(["a", "b", "c"], 1)
+        assert retriever.calls == [(["a", "b", "c"], 1)] and retriever.methods == ["search"]
+
+
+def test_a_failed_chunk_fails_the_search_with_a_retrieval_error():
+    retriever = RecordingRetriever(replicas=2, split_min_queries=2, fail=True)
+    with pytest.raises(RetrievalError):
+        retriever.search(["a", "b"], 1)
 
 
 def test_no_queries_no_call():
