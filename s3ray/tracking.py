@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,23 @@ def start_run(cfg: S3Config, stage: str, tags: dict[str, str] | None = None,
         yield run
 
 
+def latest_per_step(metrics: Iterable[Any]) -> list[tuple[int, float]]:
+    """``[(step, value), ...]`` sorted by step, one per step: the value logged last. A resumed run redoes
+    the steps after its checkpoint in the same MLflow run, and its curve is the run that went on, not both."""
+    latest: dict[int, Any] = {}
+    for m in metrics:
+        if m.step not in latest or m.timestamp >= latest[m.step].timestamp:
+            latest[m.step] = m
+    return [(step, latest[step].value) for step in sorted(latest)]
+
+
 def metric_history(run_id: str, names: list[str]) -> dict[str, list[tuple[int, float]]]:
-    """``name -> [(step, value), ...]`` sorted by step, for the given metrics of a run."""
+    """``name -> [(step, value), ...]`` sorted by step (the latest value of a redone step), for the given
+    metrics of a run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    return {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name)) for name in names}
+    return {name: latest_per_step(client.get_metric_history(run_id, name)) for name in names}
 
 
 def log_config(cfg: S3Config) -> None:
