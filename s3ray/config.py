@@ -608,9 +608,6 @@ class DemoConfig(Section):
     stages: list[str] = Field(default_factory=lambda: list(DEMO_STAGES))
     keep_running: bool = False  # leave the cluster and Serve apps up for the dashboard / more jobs
     stage_timeout_s: int = 1800
-    # How often a stage's job status is polled: its end is noticed this soon, where Ray's log stream
-    # notices it seconds later (s3ray/demo.py, _follow_job).
-    job_status_poll_s: float = 0.25
     ray_port: int = 0  # 0: a free port (the local head's GCS)
 
 

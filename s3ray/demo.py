@@ -11,7 +11,6 @@ stage resumes its own partial work.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from s3ray.cluster import worker_env
-from s3ray.config import REPO_ROOT, DemoConfig, S3Config
+from s3ray.config import REPO_ROOT, S3Config
 from s3ray.ports import free_ports
 
 # demo stage -> the `s3ray` stage its job runs; "deploy" always runs, since Serve apps live and die with the
@@ -220,7 +219,7 @@ def _stage_hash(cfg_dict: dict, stage: str) -> str:
     return hashlib.sha256(json.dumps([stage, relevant], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, demo: DemoConfig) -> tuple[str, float]:
+def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, timeout_s: int) -> tuple[str, float]:
     """Submit one stage as a Ray job, stream its logs, return (final status, seconds)."""
     from ray.job_submission import JobStatus
 
@@ -231,8 +230,7 @@ def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, demo: DemoConfi
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                submission_id=f"s3ray-{stage}-{int(start)}")
     try:
-        asyncio.run(asyncio.wait_for(_follow_job(client, job_id, stage, demo.job_status_poll_s),
-                                     demo.stage_timeout_s))
+        asyncio.run(asyncio.wait_for(_print_job_logs(client, job_id, stage), timeout_s))
     except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
         client.stop_job(job_id)
         return "TIMEOUT", time.time() - start
@@ -243,49 +241,16 @@ def _run_job(client, stage: str, cfg_path: Path, env_vars: dict, demo: DemoConfi
     return str(JobStatus(status)), time.time() - start
 
 
-class StagePrinter:
-    """Prints a job's log, fed in chunks that may split a line, one line at a time under the stage's
-    prefix; counts the characters fed, so the rest of the log can be fed from where the stream stopped."""
-
-    def __init__(self, stage: str):
-        self.stage, self.fed, self.pending = stage, 0, ""
-
-    def feed(self, text: str) -> None:
-        self.fed += len(text)
-        *lines, self.pending = (self.pending + text).split("\n")
+async def _print_job_logs(client, job_id: str, stage: str) -> None:
+    """Print the job's log lines, prefixed by the stage, as Ray streams them (``tail_job_logs``: a
+    websocket that closes when the job ends), not re-fetching the whole log; chunks may split a line."""
+    pending = ""
+    async for chunk in client.tail_job_logs(job_id):
+        *lines, pending = (pending + chunk).split("\n")
         for line in lines:
-            print(f"[{self.stage}] {line}", flush=True)
-
-    def close(self) -> None:
-        if self.pending:
-            print(f"[{self.stage}] {self.pending}", flush=True)
-        self.pending = ""
-
-
-async def _follow_job(client, job_id: str, stage: str, poll_s: float) -> None:
-    """Print the job's log as Ray streams it (``tail_job_logs``, not re-fetching the whole log) until
-    the job ends.
-
-    Ray's stream closes seconds after the job has ended (at each end of the file it sleeps 1 s, and it
-    needs a second end of file after the final status), a wait added to every stage. So the status is
-    polled beside it; once final, the log is complete on disk: its unstreamed rest is read in one call
-    and the stream is dropped."""
-    printer = StagePrinter(stage)
-
-    async def stream() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            printer.feed(chunk)
-
-    tail = asyncio.create_task(stream())
-    try:
-        while not tail.done() and not (await asyncio.to_thread(client.get_job_status, job_id)).is_terminal():
-            await asyncio.wait({tail}, timeout=poll_s)
-    finally:
-        tail.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tail
-    printer.feed((await asyncio.to_thread(client.get_job_logs, job_id))[printer.fed:])
-    printer.close()
+            print(f"[{stage}] {line}", flush=True)
+    if pending:
+        print(f"[{stage}] {pending}", flush=True)
 
 
 def _summary(cfg: S3Config, cluster_url: str, timings: dict[str, float]) -> str:
@@ -361,7 +326,7 @@ def run_demo(cfg: S3Config) -> int:
                 timings[stage] = 0.0
                 continue
             print(f"== {stage}: submitting Ray job", flush=True)
-            status, seconds = _run_job(client, stage, cfg_path, env_vars, cfg.demo)
+            status, seconds = _run_job(client, stage, cfg_path, env_vars, cfg.demo.stage_timeout_s)
             timings[stage] = seconds
             if status != "SUCCEEDED":
                 failed = (stage, status)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
@@ -72,38 +70,6 @@ def test_missing_inputs_are_named_before_a_cluster_starts(tmp_path, capsys):
     assert not (tmp_path / "logs" / "ray_head.log").exists()  # no cluster was started for it
     generated = load_config("learning_check", [f"paths.work_dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
     assert demo.missing_inputs(generated) == []  # its generate stage writes them
-
-
-class SlowTailClient:
-    """A Jobs client whose log stream, like Ray's, stays open seconds after the job ended and has not
-    yet sent the log's last lines; the job's status and its whole log are already final."""
-
-    log = "first line\nsecond li" + "ne\nlast line, written as the job ended\n"
-
-    def __init__(self):
-        self.status_calls = 0
-
-    async def tail_job_logs(self, job_id):
-        yield self.log[:10]
-        yield self.log[10:21]
-        await asyncio.sleep(60)
-
-    def get_job_status(self, job_id):
-        from ray.job_submission import JobStatus
-
-        self.status_calls += 1
-        return JobStatus.SUCCEEDED if self.status_calls > 2 else JobStatus.RUNNING
-
-    def get_job_logs(self, job_id):
-        return self.log
-
-
-def test_a_stage_ends_when_its_job_does_with_every_log_line_once(capsys):
-    started = time.monotonic()
-    asyncio.run(asyncio.wait_for(demo._follow_job(SlowTailClient(), "job", "index", 0.05), 10))
-    assert time.monotonic() - started < 5  # not when the stream closes
-    assert capsys.readouterr().out.splitlines() == [
-        "[index] first line", "[index] second line", "[index] last line, written as the job ended"]
 
 
 @pytest.mark.ray
