@@ -37,6 +37,11 @@ class Choice:
     why: str
 
 
+def describe(choices: list[Choice], section: str) -> str:
+    """One log line of the choices for a config section (``"retriever"``, ``"index"``), each with its reason."""
+    return "; ".join(f"{c.key}={c.value} ({c.why})" for c in choices if c.key.startswith(section + "."))
+
+
 def usable_cores(ray_cpus: float | None = None) -> int:
     """The cores this process may run on (its CPU affinity), fewer when Ray's cluster has fewer logical
     CPUs (``ray_cpus``); logical CPUs beyond the cores (a cluster started with more) add no compute."""

@@ -7,7 +7,7 @@ import pytest
 
 from s3ray.cli import main
 from s3ray.config import load_config
-from s3ray.resources import resolve_resources, usable_cores
+from s3ray.resources import Choice, describe, resolve_resources, usable_cores
 
 
 def cfg_for(*overrides):
@@ -66,3 +66,9 @@ def test_split_threshold_follows_the_replicas_unless_configured(cores, overrides
     assert resolved.retriever.split_min_queries == split
     why = {c.key: c.why for c in choices}["retriever.split_min_queries"]
     assert why.startswith("configured" if overrides and "split" in overrides[0] else "auto")
+
+
+def test_describe_names_one_sections_choices_with_their_reasons():
+    choices = [Choice("retriever.num_replicas", 2, "auto: per core"), Choice("index.embed_actors", 2, "configured")]
+    assert describe(choices, "retriever") == "retriever.num_replicas=2 (auto: per core)"
+    assert describe(choices, "index") == "index.embed_actors=2 (configured)"

@@ -202,12 +202,11 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     from ray.data.expressions import col
 
     from s3ray.cluster import init_ray
-    from s3ray.resources import ray_cores, resolve_resources
+    from s3ray.resources import describe, ray_cores, resolve_resources
 
     init_ray(cfg)
     cfg, choices = resolve_resources(cfg, ray_cores())
-    log.info("index resources: %s", "; ".join(f"{c.key}={c.value} ({c.why})" for c in choices
-                                              if c.key.startswith("index.")))
+    log.info("index resources: %s", describe(choices, "index"))
     ds = ray.data.read_parquet(str(index_dir / DOCS_FILE), columns=["row", "shard", "id", "title", "text"])
     if len(todo) < len(sizes):
         ds = ds.filter(expr=col("shard").is_in(todo))

@@ -183,11 +183,10 @@ def app_route(scope: dict[str, Any]) -> str:
 def build_app(cfg: S3Config):
     """The retriever Serve application (not started), its automatic replicas / threads resolved on the
     cores Ray gives (:mod:`s3ray.resources`)."""
-    from s3ray.resources import ray_cores, resolve_resources
+    from s3ray.resources import describe, ray_cores, resolve_resources
 
     cfg, choices = resolve_resources(cfg, ray_cores())
-    log.info("retriever resources: %s", "; ".join(f"{c.key}={c.value} ({c.why})" for c in choices
-                                                  if c.key.startswith("retriever.")))
+    log.info("retriever resources: %s", describe(choices, "retriever"))
     r = cfg.retriever
     server = _retriever_class().options(
         num_replicas=r.num_replicas, max_ongoing_requests=r.max_ongoing_requests,
