@@ -165,7 +165,11 @@ class LocalCluster:
         env.pop("RAY_ADDRESS", None)
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         cluster = cls(process, f"127.0.0.1:{gcs_port}", f"http://{host}:{dash_port}")
-        cluster._wait_ready(log_path)
+        try:
+            cluster._wait_ready(log_path)
+        except BaseException:  # a SIGTERM (as SystemExit) or Ctrl-C while it starts: no head left behind
+            cluster.stop()
+            raise
         return cluster
 
     def _wait_ready(self, log_path: Path, timeout_s: float = 180) -> None:
@@ -301,22 +305,23 @@ def run_demo(cfg: S3Config) -> int:
 
     external = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     cluster = None
-    if external:  # jobs go to the existing cluster's dashboard (the Jobs API lives there)
-        dashboard_url = jobs_address(cfg, external)
-        print(f"submitting to the Ray cluster at {dashboard_url}", flush=True)
-    else:
-        print("starting a local Ray cluster ...", flush=True)
-        cluster = LocalCluster.start(cfg, work / "logs" / "ray_head.log")
-        dashboard_url = cluster.dashboard_url
-        print(f"Ray dashboard: {dashboard_url} (token: {auth_token_path()})", flush=True)
     env_vars = worker_env(cfg)
     timings: dict[str, float] = {}
     failed = None
     # SIGTERM's default action would skip the `finally` below, and the cluster (in its own session, so
-    # that stopping it touches nothing else) would outlive the demo; as SystemExit it is stopped.
+    # that stopping it touches nothing else) would outlive the demo; as SystemExit it is stopped. The
+    # handler goes in before the cluster starts: a SIGTERM right after the dashboard line once came first.
     sigterm_before = (signal.signal(signal.SIGTERM, _exit_on_sigterm)
                       if threading.current_thread() is threading.main_thread() else None)
     try:
+        if external:  # jobs go to the existing cluster's dashboard (the Jobs API lives there)
+            dashboard_url = jobs_address(cfg, external)
+            print(f"submitting to the Ray cluster at {dashboard_url}", flush=True)
+        else:
+            print("starting a local Ray cluster ...", flush=True)
+            cluster = LocalCluster.start(cfg, work / "logs" / "ray_head.log")
+            dashboard_url = cluster.dashboard_url
+            print(f"Ray dashboard: {dashboard_url} (token: {auth_token_path()})", flush=True)
         client = JobSubmissionClient(dashboard_url, headers=auth_headers())
         for stage in cfg.demo.stages:
             marker = markers / f"{stage}.done"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -57,15 +58,20 @@ def test_two_clusters_started_at_once_each_get_their_own_dashboard(tmp_path):
                 cluster.stop()
 
 
-def test_a_demo_stopped_by_sigterm_stops_its_cluster(tmp_path, session_cfg, data_dir):
-    """`kill <demo>` (SIGTERM, as `timeout` or a scheduler sends) once left the demo's Ray head running:
-    it lives in its own session, and only the demo's cleanup stops it."""
+def demo_process(tmp_path, session_cfg, data_dir, dashboard_port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(S3RAY_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "s3ray.cli", "demo", "--config", "test", f"paths.work_dir={tmp_path / 'work'}",
-           f"corpus.path={session_cfg.corpus.path}", f"cluster.dashboard_port={free_port()}",
+           f"corpus.path={session_cfg.corpus.path}", f"cluster.dashboard_port={dashboard_port}",
            "demo.stages=[index]"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+
+
+def test_a_demo_stopped_by_sigterm_stops_its_cluster(tmp_path, session_cfg, data_dir):
+    """`kill <demo>` (SIGTERM, as `timeout` or a scheduler sends) once left the demo's Ray head running:
+    it lives in its own session, and only the demo's cleanup stops it. The signal here comes the moment the
+    dashboard line is read: it once beat the demo's handler (CI: the demo died of the signal itself)."""
+    proc = demo_process(tmp_path, session_cfg, data_dir, free_port())
     url, seen = None, []
     for line in proc.stdout:  # "Ray dashboard: http://127.0.0.1:PORT (token: ...)" once the head is up
         seen.append(line)
@@ -79,3 +85,25 @@ def test_a_demo_stopped_by_sigterm_stops_its_cluster(tmp_path, session_cfg, data
     assert "stopping the local Ray cluster" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/api/version", timeout=5)
+
+
+def test_a_demo_stopped_by_sigterm_while_its_cluster_starts_leaves_no_head(tmp_path, session_cfg, data_dir):
+    """A SIGTERM while `ray start` is still coming up: the head must not go on to serve a dashboard nobody
+    will stop."""
+    port = free_port()
+    proc = demo_process(tmp_path, session_cfg, data_dir, port)
+    head_log = tmp_path / "work" / "logs" / "ray_head.log"  # opened just before `ray start` is launched
+    deadline = time.monotonic() + 120
+    while not head_log.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert head_log.exists(), proc.communicate(timeout=60)[0][-3000:]
+    time.sleep(1.0)  # `ray start` is running; its dashboard takes seconds more
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, rest[-3000:]
+    assert "Ray dashboard: " not in rest, "the signal came after the start; this test wants it during"
+    deadline = time.monotonic() + 30  # an orphaned head would bring its dashboard up within this
+    while time.monotonic() < deadline:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=2)
+        time.sleep(1.0)

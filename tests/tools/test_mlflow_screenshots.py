@@ -84,3 +84,9 @@ def test_the_pages_of_a_train_run_show_its_curves_table_and_plot(tmp_path):
     assert shots.look(uri, "s3ray", out, chromium, budget_ms=120000) == []
     for name in ("overview.png", "model_metrics.png", "episodes.png", "reward_curve.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 20_000
+
+
+def test_visible_text_is_what_a_reader_sees():
+    dom = ("<html><head><style>.a{color:red}</style><script>var x = '<b>';</script></head>"
+           "<body><div>Model  metrics</div><span>reward</span><script>ignored()</script><p> No data </p></body></html>")
+    assert shots.visible_text(dom) == "Model metrics reward No data"
