@@ -707,7 +707,7 @@ class S3Config(Section):
 
 
 # --------------------------------------------------------------------------------------------
-# Loading: preset YAML (with `base:` inheritance) + key=value overrides
+# Loading: preset YAML (with `base:` inheritance, one preset or a list) + key=value overrides
 # --------------------------------------------------------------------------------------------
 def _resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path)
@@ -737,10 +737,13 @@ def _read_preset(name_or_path: str, seen: tuple[Path, ...] = ()) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping")
-    base = data.pop("base", None)
-    if base:
-        data = _deep_merge(_read_preset(base, seen + (path,)), data)
-    return data
+    bases = data.pop("base", None) or []
+    # A list merges left to right, then the file itself: a world preset and a model's levers combine
+    # without either being copied into the other.
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _deep_merge(merged, _read_preset(base, seen + (path,)))
+    return _deep_merge(merged, data)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -80,6 +80,31 @@ def test_yaml_inheritance_and_roundtrip(tmp_path):
     assert params["train.steps"] == "3" and params["name"] == "child"
 
 
+def test_a_list_of_bases_merges_left_to_right_and_the_file_wins(tmp_path):
+    world = tmp_path / "world.yaml"
+    world.write_text(yaml.safe_dump({"base": "demo_cpu", "train": {"steps": 3, "batch_size": 5},
+                                     "rollout": {"temperature": 0.5}}))
+    levers = tmp_path / "levers.yaml"
+    levers.write_text(yaml.safe_dump({"train": {"batch_size": 7, "kl_coef": 0.0}}))
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"base": [str(world), str(levers)], "train": {"kl_coef": 0.25}}))
+    cfg = load_config(str(child))
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.kl_coef) == (3, 7, 0.25)
+    assert cfg.rollout.temperature == 0.5 and cfg.corpus == load_config("demo_cpu").corpus
+    levers.write_text(yaml.safe_dump({"base": [str(child)]}))
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(str(child))
+
+
+def test_the_smollm2_presets_share_its_levers():
+    for preset in ("demo_smollm2", "learning_check_smollm2"):
+        cfg = load_config(preset)
+        assert (cfg.policy.model, cfg.policy.dtype, cfg.train.logp_old) == (
+            "bundled:smollm2-135m-instruct", "bfloat16", "rollout"), preset
+        assert cfg.demo.stage_timeout_s == 7200, preset
+    assert load_config("learning_check_smollm2").bridge_world.company_facts == 4  # its world stays its own
+
+
 def test_cli_config_prints_resolved_yaml_and_rejects_bad_override(capsys):
     assert main(["config", "--config", "demo_cpu", "train.steps=5"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
