@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,9 @@ _CODAS = ("", "n", "l", "r", "x", "s", "th", "nd", "k")
 _FIELDS = ("physics", "music", "law", "medicine", "history", "botany", "chemistry", "poetry")
 _JOBS = ("engineer", "painter", "chemist", "teacher", "pilot", "writer", "architect", "sailor")
 QUESTION = "In which city was the founder of {company} born?"
+# Whom a searcher's query names, best first: the founder (the search that answers), the company itself,
+# another entity of the company's passage (its city, partner or product), a name from elsewhere.
+QUERY_TARGETS = ("founder", "company", "other fact", "elsewhere", "no search")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,21 @@ def write_world(corpus_path: Path, train_path: Path, dev_path: Path, dev_fractio
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         tmp.replace(path)
     return world
+
+
+def query_target(query: str | None, company: str, founder: str, company_passage: str) -> str:
+    """Which of ``QUERY_TARGETS`` a query for "the founder of <company>" names. What a trained searcher
+    has learned shows here: a query naming the company's partner was read from the right passage but
+    picked the wrong entity; one naming a name from elsewhere did not read the right passage at all."""
+    if not query or not query.strip():
+        return "no search"
+    words = set(re.findall(r"[a-z]+", query.lower()))
+    if founder.lower() in words:
+        return "founder"
+    if company.lower() in words:
+        return "company"
+    facts = {name.lower() for name in re.findall(r"[A-Z][a-z]+", company_passage)}
+    return "other fact" if words & facts else "elsewhere"
 
 
 def generate(cfg) -> None:

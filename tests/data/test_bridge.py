@@ -7,7 +7,7 @@ import json
 import pytest
 
 from s3ray.config import DatasetSpec
-from s3ray.data.bridge import make_world, write_world
+from s3ray.data.bridge import make_world, query_target, write_world
 from s3ray.data.qa import load_questions
 from s3ray.retrieval.corpus import split_contents
 
@@ -62,3 +62,15 @@ def test_shared_founders_found_several_companies_and_facts_can_be_fewer():
         assert q["golden_answers"][0] in founder_text and q["golden_answers"][0] not in text
     with pytest.raises(ValueError, match="company_facts"):
         make_world(num_companies=40, company_facts=5)
+
+
+def test_query_target_names_whom_a_query_asks_about():
+    passage = "Salarnd is a company working with Vortair, headquartered in Drozibrenn, founded by Bailenx."
+    target = lambda q: query_target(q, "Salarnd", "Bailenx", passage)  # noqa: E731
+    assert target("who is Bailenx") == "founder"
+    assert target("who is bailenx, founder of Salarnd") == "founder"  # the founder wins over the company
+    assert target("founder of Salarnd") == "company"
+    assert target("who is Vortair") == "other fact" and target("Drozibrenn") == "other fact"
+    assert target("who is Bailen") == "elsewhere"  # a look-alike is not the founder
+    assert target("who is Nekath") == "elsewhere"
+    assert target(None) == "no search" and target("  ") == "no search"
