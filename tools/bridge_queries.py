@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
-from s3ray.agent.parser import parse_turn
 from s3ray.config import load_config
 from s3ray.data.bridge import QUERY_TARGETS, query_target
 from s3ray.retrieval.corpus import iter_corpus
 
-INFORMATION = re.compile(r"<information>", re.IGNORECASE)
 
-
-def first_query(episode_text: str) -> str | None:
-    """The query of the episode's first turn (the text before the first observation)."""
-    return parse_turn(INFORMATION.split(episode_text, maxsplit=1)[0]).query
+def first_query(row: dict) -> str | None:
+    """The first query the retriever ran in a saved context's episode; None when it ran none."""
+    queries = row.get("trace", {}).get("queries")
+    if queries is None:
+        raise ValueError(f"context of {row.get('question_id')!r} records no queries (saved by an older "
+                         "s3ray: run `s3ray infer` again)")
+    return queries[0] if queries else None
 
 
 def count_targets(contexts: Path, questions: dict[str, dict], passages: dict[str, dict]) -> Counter:
@@ -40,7 +40,7 @@ def count_targets(contexts: Path, questions: dict[str, dict], passages: dict[str
         question = questions[row["question_id"]]
         company_id, founder_id = question["supporting_passage_ids"]
         company, founder = passages[company_id], passages[founder_id]
-        query = first_query(row.get("trace", {}).get("episode_text", ""))
+        query = first_query(row)
         counts[query_target(query, company["title"], founder["title"], company["text"])] += 1
     return counts
 

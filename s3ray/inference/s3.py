@@ -89,7 +89,10 @@ class S3Gatherer(ContextGatherer):
 
     def _context(self, question: Question, episode) -> GatheredContext:
         source = str(self.model_dir) if self.policy == "model" else f"teacher:{self.cfg.train.warm_start.teacher}"
-        trace = {"checkpoint": source, "episode_text": episode.text}
+        # turns and queries as every other gatherer records them (the queries the retriever ran; a final
+        # turn's query is never run), and the whole episode for reading
+        trace = {"checkpoint": source, "turns": len(episode.turns), "queries": episode.queries,
+                 "episode_text": episode.text}
         return GatheredContext.of(question, list(episode.context), trace)
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ def test_contexts_table_plot_and_resume(services, tiny_model_dir, tmp_path, monk
     assert all(1 <= r["trace"]["turns"] <= 2 and len(r["docs"]) >= 1 for r in ircot.values())
     s3_rows = read_records(contexts / "s3" / "hotpotqa.jsonl")
     assert all(r["trace"]["checkpoint"] == str(tiny_model_dir) for r in s3_rows.values())
+    assert all(len(r["trace"]["queries"]) <= r["trace"]["turns"] for r in s3_rows.values())
 
     report_dir = evaluate(cfg)
     with open(report_dir / "table.csv", newline="") as f:
