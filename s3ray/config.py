@@ -350,8 +350,9 @@ class PolicyConfig(Section):
     # compute in this dtype (FSDP MixedPrecision); the reference and the rollout engines hold it as is.
     # Under ddp (or one process) the trained models keep fp32 weights too and compute under
     # torch.autocast in this dtype: on a CPU with AVX-512-BF16 a bf16 forward + backward takes about half
-    # the fp32 time.
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # the fp32 time, on one without it many times the fp32 time. auto: bf16 where the device computes it
+    # natively, else fp32, resolved by each process on its own device (s3ray/precision.py).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     # Train only the top N decoder layers (and the final norm); None: every parameter. Backward stops at
     # the lowest trained layer, so the frozen ones cost a forward only (a CPU lever for a pretrained
     # searcher; with lora.enabled, the adapters of the top N layers only).

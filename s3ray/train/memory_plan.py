@@ -36,7 +36,7 @@ STATE_BYTES = 16  # fp32 weight + fp32 grad + AdamW exp_avg + exp_avg_sq
 TRANSFER_BUFFERS = 2 * 1024**3  # vLLM 0.29.0 packed_tensor.py: 2 buffers of 1 GiB
 CUDA_CONTEXT = 1.0 * GB
 FRAGMENTATION = 0.10
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}  # auto: bf16 on the GPUs planned for
 
 
 @dataclass(frozen=True)

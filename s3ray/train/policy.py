@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from s3ray.precision import compute_dtype
 from s3ray.train.batch import Experience
 from s3ray.train.losses import entropy_from_logits
 
@@ -19,10 +20,6 @@ if TYPE_CHECKING:  # annotations only: an update needs no config tree
     from s3ray.config import PolicyConfig
 
 log = logging.getLogger(__name__)
-
-
-def _dtype(policy_cfg: PolicyConfig) -> torch.dtype:
-    return getattr(torch, policy_cfg.dtype)
 
 
 def _apply_lora(model: nn.Module, policy_cfg: PolicyConfig) -> nn.Module:
@@ -42,7 +39,7 @@ def _apply_lora(model: nn.Module, policy_cfg: PolicyConfig) -> nn.Module:
 def autocast(policy_cfg: PolicyConfig, device: torch.device, enabled: bool = True):
     """The compute-precision context of a trained model's passes: fp32 weights, ``policy_cfg.dtype``
     compute (``enabled=False`` where FSDP's MixedPrecision already casts)."""
-    dtype = _dtype(policy_cfg)
+    dtype = compute_dtype(policy_cfg.dtype, device)
     if not enabled or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -87,11 +84,12 @@ def _enable_checkpointing(model: nn.Module) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def load_reference(model_dir: Path, policy_cfg: PolicyConfig) -> nn.Module:
-    """The frozen reference policy for the KL penalty: the searcher's initial weights, in eval mode."""
+def load_reference(model_dir: Path, policy_cfg: PolicyConfig, device: torch.device) -> nn.Module:
+    """The frozen reference policy for the KL penalty: the searcher's initial weights, in eval mode, in
+    the compute dtype of the device it will run on."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_dtype(policy_cfg))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=compute_dtype(policy_cfg.dtype, device))
     model.requires_grad_(False)
     return model.eval()
 

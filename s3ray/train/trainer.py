@@ -35,6 +35,7 @@ import torch
 from s3ray.agent.episode import Episode
 from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config
+from s3ray.precision import compute_dtype
 from s3ray.progress import ProgressLog, show_info_logs
 from s3ray.rollout.pool import WeightsNeeded
 from s3ray.rollout.weight_sync import WeightSync, weight_sync_for
@@ -154,7 +155,10 @@ def train_loop(config: dict[str, Any]) -> None:
                 cfg, "train", tags={"s3ray.algorithm": tc.algorithm, **config["tags"]}, run_id=run_id))
             run_id = run.info.run_id
         # The pool starts from the base weights: give it ours (warm-started or resumed) before sampling.
-        weights, wire = weight_sync_for(cfg, pool), getattr(torch, cfg.policy.dtype)  # the engines' dtype
+        # policy.dtype as this device resolves it (auto: bf16 only where native); the engines' dtype too
+        weights, wire = weight_sync_for(cfg, pool), compute_dtype(cfg.policy.dtype, device)
+        if rank == 0:
+            mlflow.set_tag("s3ray.compute_dtype", str(wire).removeprefix("torch."))
         publish(learner, weights, start_step, wire)
         progress = ProgressLog(log, "train", tc.steps, "step", cfg.tracking.progress_every_s, initial=start_step)
         for step in range(start_step + 1, tc.steps + 1):

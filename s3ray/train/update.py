@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from s3ray.precision import compute_dtype
 from s3ray.train import distributed, losses
 from s3ray.train.algorithms import algorithm_for, global_mean
 from s3ray.train.batch import Experience
@@ -65,11 +66,11 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
     to the device before wrapping, and refuses FSDP without CUDA. Here FSDP moves one unit at a time, and
     the same code runs (and is tested) on CPU with gloo, and on a GPU without Ray."""
     torch.manual_seed(cfg.seed)
-    compute_dtype = getattr(torch, policy_cfg.dtype)
+    dtype = compute_dtype(policy_cfg.dtype, device)
 
     def wrap(model: nn.Module) -> nn.Module:
         if cfg.strategy == "fsdp" and distributed.process_group() is not None:
-            return distributed.wrap_fsdp(model, compute_dtype, device, cpu_offload=cfg.fsdp_cpu_offload)
+            return distributed.wrap_fsdp(model, dtype, device, cpu_offload=cfg.fsdp_cpu_offload)
         model = model.to(device)
         if distributed.world_size() > 1:
             ids = [device] if device.type == "cuda" else None
@@ -96,7 +97,7 @@ def build_learner(model_dir: Path, policy_cfg: PolicyConfig, cfg: TrainConfig, d
     elif warmup > 0:
         schedulers = [LambdaLR(o, lambda i: per_update_factor(i, warmup)) for o in (actor_optim, critic_optim) if o]
     # kl_coef 0: the KL term is 0 whatever the reference says, so it is neither loaded nor run.
-    reference = load_reference(model_dir, policy_cfg).to(device) if cfg.kl_coef else None
+    reference = load_reference(model_dir, policy_cfg, device).to(device) if cfg.kl_coef else None
     fsdp = cfg.strategy == "fsdp" and distributed.process_group() is not None
     return Learner(actor, reference, actor_optim, critic, critic_optim, schedulers,
                    autocast=functools.partial(autocast, policy_cfg, device, enabled=not fsdp))

@@ -195,3 +195,11 @@ def test_the_teacher_gives_each_sample_of_a_question_the_next_draw(engine):
     first, again = queries(2), queries(2)
     assert sorted(first) == ["who is Steven Spielberg", "who is Universal Pictures"]
     assert first == again  # draws 2 and 3 repeat draws 0 and 1: two entities
+
+
+@pytest.mark.parametrize("native,expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_the_engine_holds_auto_in_the_dtype_its_cpu_computes(tiny_model_dir, monkeypatch, native, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    engine = HFEngine(tiny_model_dir, seed=0, dtype="auto")
+    assert {p.dtype for p in engine.model.parameters()} == {expected}

@@ -45,7 +45,7 @@ def run_bandit(model_dir, algorithm: str) -> list[float]:
     policy_cfg = PolicyConfig()
     actor = load_policy(model_dir, policy_cfg)
     critic = Critic.from_pretrained(model_dir, policy_cfg) if algorithm == "ppo" else None
-    learner = Learner(actor=actor, reference=load_reference(model_dir, policy_cfg),
+    learner = Learner(actor=actor, reference=load_reference(model_dir, policy_cfg, torch.device("cpu")),
                       actor_optim=torch.optim.AdamW(actor.parameters(), lr=cfg.actor_lr),
                       critic=critic,
                       critic_optim=torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr) if critic else None)

@@ -60,8 +60,10 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from s3ray.precision import compute_dtype
+
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=compute_dtype(dtype, device))
         # transformers renamed the KV-cache argument and output from past_key_values to cache (5.2x);
         # both spellings are within our supported range (>=5.0,<6).
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
