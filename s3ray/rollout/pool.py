@@ -39,7 +39,10 @@ from s3ray.types import Question
 log = logging.getLogger(__name__)
 
 POOL_NAME = "rollout_pool"
-PING_ATTEMPTS = 5  # a just-killed actor may briefly refuse calls before Ray marks it restarting
+# A just-killed actor refuses calls until Ray marks it restarting (then calls wait for the restart): on a
+# loaded 2-core machine that took over the 5 s of the first rule here (5 pings a second apart), and the
+# pool dropped an actor that came back. An actor whose restarts are spent is dropped after this wait.
+RESTART_WAIT_S = 60.0
 PING_BACKOFF_S = 1.0
 PROGRESS_POLL_MIN_S = 1.0  # with tracking.progress_every_s=0, the actors are asked at most once a second
 
@@ -151,7 +154,8 @@ class RolloutPool:
         for good (restarts spent, and then it leaves the pool) or cannot get them (NCCL weights)."""
         from ray.exceptions import RayActorError
 
-        for attempt in range(PING_ATTEMPTS):
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
             try:
                 info = await actor.ping.remote()
                 if self.weights is not None and info["pushed_version"] != self.weights[1]:
@@ -163,9 +167,11 @@ class RolloutPool:
                     await actor.update_weights.remote(ref, version)  # top level: the actor resolves it
                 return True
             except RayActorError:
-                if attempt < PING_ATTEMPTS - 1:
-                    await asyncio.sleep(PING_BACKOFF_S)
-        log.warning("rollout actor %s is gone; %d actors left", actor, len(self.actors) - 1)
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(PING_BACKOFF_S)
+        log.warning("rollout actor %s is gone (no answer for %.0f s); %d actors left", actor, RESTART_WAIT_S,
+                    len(self.actors) - 1)
         if actor in self.actors:
             self.actors.remove(actor)
         return False
