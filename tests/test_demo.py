@@ -1,12 +1,11 @@
-"""`make demo` end to end (shortened preset), and its failure path."""
+"""`make demo`'s failure paths. The demo end to end, as the first command on a new machine, runs in
+tests/test_learning_check.py (the learning check is a whole demo: every stage, then a re-run)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-import mlflow
 import pytest
 
 from s3ray import demo
@@ -93,34 +92,3 @@ def test_a_stage_past_its_timeout_is_stopped_and_the_knob_named(tmp_path, capsys
     err = capsys.readouterr().err
     assert "stage 'index'" in err and "TIMEOUT" in err
     assert "demo.stage_timeout_s=1" in err  # the user learns which setting to raise
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-@pytest.mark.timeout(2700)  # two whole demo runs on 2 cores: beyond the suite's per-test default
-def test_shortened_demo_runs_every_stage_and_leaves_its_outputs(tmp_path):
-    """Under an empty home folder, as the first command on a new machine: no Ray token exists yet."""
-    work, home = tmp_path / "demo", tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
-    env["HOME"] = str(home)
-    cmd = [sys.executable, "-m", "s3ray.cli", "demo", "--config", "demo_ci", f"paths.work_dir={work}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert f"token: created {home / '.ray' / 'auth_token'}" in proc.stdout
-    cfg = load_config("demo_ci", [f"paths.work_dir={work}"])
-    table = (cfg.evaluation.dir / "table.md").read_text()
-    assert "s3" in table and "naive_rag" in table
-    assert (cfg.train.dir / "reward_curve.png").stat().st_size > 0
-    assert "Reward curve:" in proc.stdout and str(cfg.evaluation.dir) in proc.stdout
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment])
-    train_runs = runs[runs["tags.s3ray.stage"] == "train"]
-    assert len(train_runs) >= 1
-    client = mlflow.tracking.MlflowClient()
-    history = client.get_metric_history(train_runs.iloc[0]["run_id"], "reward")
-    assert len({m.step for m in history}) == cfg.train.steps
-    # A re-run reuses every finished stage.
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert again.stdout.count("reused") >= 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from s3ray.config import load_config
+from s3ray.precision import compute_dtype
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -44,6 +45,8 @@ def test_smollm2_warm_start_and_two_grpo_steps_through_the_pipeline(services, tm
     client = mlflow.MlflowClient()
     [run] = mlflow.search_runs(experiment_names=[cfg.tracking.experiment],
                                filter_string="tags.`s3ray.stage` = 'train'", output_format="list")
+    # policy.dtype=auto, as this machine's CPU resolves it
+    assert run.data.tags["s3ray.compute_dtype"] == str(compute_dtype("auto", "cpu")).removeprefix("torch.")
     invalid = [m.value for m in client.get_metric_history(run.info.run_id, "invalid_action_rate")]
     assert len(invalid) == 2
     # Most turns after the warm start are well-formed: a query, or a selection and a completion.
