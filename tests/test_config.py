@@ -100,7 +100,7 @@ def test_the_smollm2_presets_share_its_levers():
     for preset in ("demo_smollm2", "learning_check_smollm2"):
         cfg = load_config(preset)
         assert (cfg.policy.model, cfg.policy.dtype, cfg.train.logp_old) == (
-            "bundled:smollm2-135m-instruct", "bfloat16", "rollout"), preset
+            "bundled:smollm2-135m-instruct", "auto", "rollout"), preset
         assert cfg.demo.stage_timeout_s == 7200, preset
     assert load_config("learning_check_smollm2").bridge_world.company_facts == 4  # its world stays its own
 

@@ -49,9 +49,3 @@ def test_native_bf16_cpu_gives_no_warning(cpu_bf16, caplog):
         assert compute_dtype("bfloat16", "cpu") == torch.bfloat16
     assert not caplog.records
 
-
-def test_the_smollm2_presets_resolve_per_machine():
-    from s3ray.config import load_config
-
-    for preset in ("demo_smollm2", "learning_check_smollm2"):
-        assert load_config(preset).policy.dtype == "auto"
