@@ -183,7 +183,8 @@ def token_logprobs(model: nn.Module, batch: Experience, temperature: torch.Tenso
     greedy), so the rollout's and the trainer's numbers are comparable. Only the positions that predict
     a searcher token (``batch.action_mask``) are scored, ``chunk_tokens`` of them at a time (None: all
     at once): the model's LM head is swapped for :class:`_TakenTokenHead` during the forward, so the
-    call goes through the model's (and its DDP / FSDP wrapper's) own ``forward``.
+    call goes through the model's (and its DDP / FSDP wrapper's) own ``forward``. The leading tokens all
+    rows share (:func:`shared_prefix_length`) run once, as a KV cache the rows' own tokens attend to.
     Returns (logprobs, entropy or None); both are 0 wherever ``action_mask`` is 0.
     """
     rows, length = batch.input_ids.shape
@@ -193,11 +194,16 @@ def token_logprobs(model: nn.Module, batch: Experience, temperature: torch.Tenso
     temp = torch.as_tensor(temperature, dtype=torch.float32, device=batch.input_ids.device).expand(rows)
     chunk = chunk_tokens or max(1, int(scored.sum().item()))
     inner = unwrap(model)
+    prefix = shared_prefix_length(batch.input_ids, batch.attention_mask, first) if _can_share_prefix(model) else 0
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    if prefix:
+        inputs = {**inputs, "input_ids": batch.input_ids[:, prefix:], "use_cache": True,
+                  _cache_kwarg(inner): _prefix_cache(model, inner, batch.input_ids[:1, :prefix], rows)}
     lm_head = inner.get_output_embeddings()
     inner.set_output_embeddings(_TakenTokenHead(lm_head, batch.input_ids[:, first + 1:], scored[:, first:], temp,
                                                 with_entropy, chunk))
     try:
-        scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
+        scores = model(**inputs, logits_to_keep=keep).logits
     finally:
         inner.set_output_embeddings(lm_head)
     logp = torch.zeros(rows, length - 1, device=scores.device)
@@ -207,6 +213,54 @@ def token_logprobs(model: nn.Module, batch: Experience, temperature: torch.Tenso
         entropy = torch.zeros_like(logp)
         entropy[:, first:] = scores[..., 1]
     return logp, entropy
+
+
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, limit: int) -> int:
+    """How many leading tokens every row has in common (unpadded), at most ``limit``; 0 if under
+    :data:`MIN_SHARED_PREFIX` or for a single row.
+
+    Every s3 episode opens with the same chat template and instructions (hundreds of tokens, most of a
+    small world's episode), and a GRPO group shares its whole question and turn-0 docs: those columns are
+    computed once for the batch instead of once per row."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = ((input_ids == input_ids[:1]) & (attention_mask > 0)).all(dim=0)[:limit]
+    prefix = int(same.long().cumprod(0).sum().item())
+    return prefix if prefix >= MIN_SHARED_PREFIX else 0
+
+
+def _can_share_prefix(model: nn.Module) -> bool:
+    """Whether a forward may split off a shared prefix. Not under FSDP (its unit hooks expect one forward
+    per backward), and not under transformers' gradient checkpointing when training (its layers drop a
+    passed KV cache, and the replay in backward would extend it a second time)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return False
+    return not (torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
+                                                for m in unwrap(model).modules()))
+
+
+def _cache_kwarg(inner: nn.Module) -> str:
+    """transformers renamed the KV-cache argument from past_key_values to cache (5.2x)."""
+    import inspect
+
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # under LoRA
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _prefix_cache(model: nn.Module, inner: nn.Module, prefix_ids: torch.Tensor, rows: int):
+    """The KV cache of one row's shared prefix, repeated for ``rows`` rows. Built with autograd on when it is
+    on, so the loss's gradient reaches the prefix's keys and values as in one full-width forward."""
+    name = _cache_kwarg(inner)
+    out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True, logits_to_keep=1)
+    cache = getattr(out, name)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -176,10 +176,15 @@ def pretrain_copying(model, examples: list[tuple[list[int], list[list[int]]]], s
             first[row, firsts] = 1.0 / len(firsts)
             cue_end[row] = len(ids) - 1
             rest[row, len(ids): len(ids) + len(name) - 1] = torch.tensor(name[1:], dtype=torch.long)
-        logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention).logits.float(), -1)
-        first_loss = -(first * logp[torch.arange(len(batch)), cue_end]).sum()
+        # The vocabulary projection only where a loss reads it (the cue's end, the name's pieces): at every
+        # position it was most of a step.
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        head = model.get_output_embeddings()
         scored = rest != -100
-        rest_loss = torch.nn.functional.nll_loss(logp[scored], rest[scored], reduction="sum")
+        first_logp = torch.log_softmax(head(hidden[torch.arange(len(batch)), cue_end]).float(), -1)
+        first_loss = -(first * first_logp).sum()
+        rest_logp = torch.log_softmax(head(hidden[scored]).float(), -1)
+        rest_loss = torch.nn.functional.nll_loss(rest_logp, rest[scored], reduction="sum")
         loss = (first_loss + rest_loss) / (len(batch) + scored.sum())
         optim.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,7 +8,15 @@ import torch
 from s3ray.agent.episode import Episode
 from s3ray.config import PolicyConfig
 from s3ray.train.batch import collate_episodes
-from s3ray.train.policy import Critic, export_pretrained, hf_state_dict, load_policy, token_logprobs
+from s3ray.train.policy import (
+    MIN_SHARED_PREFIX,
+    Critic,
+    export_pretrained,
+    hf_state_dict,
+    load_policy,
+    shared_prefix_length,
+    token_logprobs,
+)
 
 
 def episode(qid, prompt, response, mask, logprobs, reward=1.0, temperature=0.6):
@@ -71,6 +79,90 @@ def test_token_logprobs_match_a_direct_computation(random_lm_dir):
             assert (got[~action] == 0).all()  # observation tokens are not scored
     action = batch.action_mask > 0
     assert (entropy[action] > 0).all() and (entropy[~action] == 0).all() and (logp[~action] == 0).all()
+
+
+def test_shared_prefix_length_counts_the_unpadded_columns_every_row_has():
+    ids = torch.arange(100).repeat(3, 1)
+    ids[1, 50], ids[2, 70] = -1, -1
+    mask = torch.ones_like(ids)
+    assert shared_prefix_length(ids, mask, limit=99) == 50
+    assert shared_prefix_length(ids, mask, limit=40) == 40  # never past the first scored position
+    mask[2, 45:] = 0  # a padded row: its padding is not a token
+    assert shared_prefix_length(ids, mask, limit=99) == 45
+    assert shared_prefix_length(ids[:1], mask[:1], limit=99) == 0  # one row: nothing to share
+    assert shared_prefix_length(ids, mask, limit=MIN_SHARED_PREFIX - 1) == 0  # too short to pay off
+
+
+def prefixed_episodes(prefix_len=40):
+    """Three episodes with one long shared prompt opening (as every s3 prompt has), then their own tokens."""
+    head = [int(t) for t in torch.randint(1, 50, (prefix_len,), generator=torch.Generator().manual_seed(1))]
+    return [episode("q1", head + [7, 8], [9, 10, 11, 12], [1, 1, 0, 1], [0.0] * 4, temperature=0.6),
+            episode("q2", head + [3], [12, 13], [1, 1], [0.0] * 2, temperature=1.0),
+            episode("q3", head + [7, 8, 21], [4, 5, 6], [0, 1, 1], [0.0] * 3, temperature=0.8)]
+
+
+def test_a_shared_prefix_runs_once_and_gives_each_rows_logprobs_and_gradients(random_lm_dir):
+    model = load_policy(random_lm_dir, PolicyConfig()).eval()
+    episodes = prefixed_episodes()
+    batch = collate_episodes(episodes, pad_id=0)
+    embedded = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: embedded.append(i[0].numel()))
+    logp, entropy = token_logprobs(model, batch, batch.temperature, with_entropy=True)
+    hook.remove()
+    width = batch.input_ids.shape[1]
+    assert embedded == [40, 3 * (width - 40)]  # the shared 40 tokens once, then each row's own
+    (logp.sum() + entropy.sum()).backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for row, ep in enumerate(episodes):  # one row at a time: nothing shared
+        alone = collate_episodes([ep], pad_id=0)
+        lp, ent = token_logprobs(model, alone, alone.temperature, with_entropy=True)
+        n = lp.shape[1]
+        assert torch.allclose(lp[0], logp[row, :n], atol=1e-5) and (logp[row, n:] == 0).all()
+        assert torch.allclose(ent[0], entropy[row, :n], atol=1e-5)
+        (lp.sum() + ent.sum()).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, shared_grads[name], atol=1e-5), name
+
+
+def _shard(rank: int) -> list:
+    episodes = prefixed_episodes()
+    return [episodes[0], episodes[2]] if rank == 0 else [episodes[1], episodes[2]]
+
+
+def _ddp_shared_prefix_grads(rank: int, world: int, model_dir: str, out: str) -> None:
+    from pathlib import Path
+
+    model = torch.nn.parallel.DistributedDataParallel(load_policy(Path(model_dir), PolicyConfig()).eval())
+    batch = collate_episodes(_shard(rank), pad_id=0)
+    token_logprobs(model, batch, batch.temperature)[0].sum().backward()  # two forwards, one backward
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
+
+
+def test_a_shared_prefix_under_ddp_gives_the_averaged_gradient(random_lm_dir, tmp_path):
+    from .conftest import run_ranks
+
+    run_ranks(_ddp_shared_prefix_grads, 2, str(random_lm_dir), str(tmp_path / "grads.pt"))
+    ddp = torch.load(tmp_path / "grads.pt")
+    model = load_policy(random_lm_dir, PolicyConfig()).eval()
+    for rank in range(2):
+        for ep in _shard(rank):  # one row at a time: nothing shared, nothing reduced
+            alone = collate_episodes([ep], pad_id=0)
+            (token_logprobs(model, alone, alone.temperature)[0].sum() / 2).backward()  # DDP averages 2 ranks
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ddp[name], atol=1e-5), name
+
+
+def test_no_shared_prefix_under_gradient_checkpointing_in_training(random_lm_dir):
+    model = load_policy(random_lm_dir, PolicyConfig(gradient_checkpointing=True)).train()
+    batch = collate_episodes(prefixed_episodes(), pad_id=0)
+    embedded = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: embedded.append(i[0].numel()))
+    token_logprobs(model, batch, batch.temperature)[0].sum().backward()
+    hook.remove()
+    # transformers' checkpointed layers drop a passed cache: every row runs whole (embedded again in backward)
+    assert embedded[0] == batch.input_ids.numel()
 
 
 def test_critic_values_start_at_zero_and_learn(random_lm_dir):
