@@ -6,8 +6,9 @@ teacher and s3 contexts on dev questions never trained on -> GenAcc.
 Asserted: naive RAG fails by construction (<= 30); RL raises the reward (the mean of the last third of
 the steps beats the first third's by more than two standard errors of 0/1 rewards); the trained
 searcher reaches >= 60 GenAcc on dev. Measured with the whole-name copy pretraining (README): 71 at the
-preset's seed 42, with the reward 0.28 -> 0.58 (first third -> last third); the floor keeps a margin for
-seed and scheduling noise (rollout batches depend on timing).
+preset's seed 42, with the reward 0.28 -> 0.58 (first third -> last third); with the shared-prefix pass
+(2026-12-05) 74, the reward 0.33 -> 0.63. The floor keeps a margin for seed and scheduling noise (rollout
+batches depend on timing).
 
 It is also CI's whole `s3ray demo`: run as the first command on a new machine (an empty home folder, so
 no Ray token exists yet), it leaves its reward curve and table and prints where they are; a re-run
