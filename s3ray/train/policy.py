@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from s3ray.precision import compute_dtype
+from s3ray.rollout.engine.hf import cache_kwarg
 from s3ray.train.batch import Experience
 from s3ray.train.losses import entropy_from_logits
 
@@ -197,8 +198,9 @@ def token_logprobs(model: nn.Module, batch: Experience, temperature: torch.Tenso
     prefix = shared_prefix_length(batch.input_ids, batch.attention_mask, first) if _can_share_prefix(model) else 0
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     if prefix:
+        cache_arg = cache_kwarg(inner)
         inputs = {**inputs, "input_ids": batch.input_ids[:, prefix:], "use_cache": True,
-                  _cache_kwarg(inner): _prefix_cache(model, inner, batch.input_ids[:1, :prefix], rows)}
+                  cache_arg: _prefix_cache(model, batch.input_ids[:1, :prefix], rows, cache_arg)}
     lm_head = inner.get_output_embeddings()
     inner.set_output_embeddings(_TakenTokenHead(lm_head, batch.input_ids[:, first + 1:], scored[:, first:], temp,
                                                 with_entropy, chunk))
@@ -245,20 +247,11 @@ def _can_share_prefix(model: nn.Module) -> bool:
                                                 for m in unwrap(model).modules()))
 
 
-def _cache_kwarg(inner: nn.Module) -> str:
-    """transformers renamed the KV-cache argument from past_key_values to cache (5.2x)."""
-    import inspect
-
-    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # under LoRA
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _prefix_cache(model: nn.Module, inner: nn.Module, prefix_ids: torch.Tensor, rows: int):
+def _prefix_cache(model: nn.Module, prefix_ids: torch.Tensor, rows: int, cache_arg: str):
     """The KV cache of one row's shared prefix, repeated for ``rows`` rows. Built with autograd on when it is
     on, so the loss's gradient reaches the prefix's keys and values as in one full-width forward."""
-    name = _cache_kwarg(inner)
     out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True, logits_to_keep=1)
-    cache = getattr(out, name)
+    cache = getattr(out, cache_arg)
     cache.batch_repeat_interleave(rows)
     return cache
 

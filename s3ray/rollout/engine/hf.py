@@ -11,6 +11,14 @@ from typing import Any
 from s3ray.rollout.engine.base import FinishReason, Generation, SamplingParams, hit_stop
 
 
+def cache_kwarg(model) -> str:
+    """The name of a transformers causal LM's KV-cache argument and output: transformers renamed it from
+    past_key_values to cache (5.2x), and both are within our supported range (>=5.0,<6). A PEFT (LoRA)
+    model is read through its base model, whose ``forward`` names it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
@@ -64,10 +72,7 @@ class HFEngine:
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=compute_dtype(dtype, device))
-        # transformers renamed the KV-cache argument and output from past_key_values to cache (5.2x);
-        # both spellings are within our supported range (>=5.0,<6).
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
-            else "past_key_values"
+        self._cache_arg = cache_kwarg(self.model)
         self.model.to(device).eval()
         self.device = torch.device(device)
         eos = self.model.generation_config.eos_token_id
