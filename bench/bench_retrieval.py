@@ -73,7 +73,7 @@ def corpus_slice(data_dir: Path, out: Path, passages: int, dev: list[dict]) -> N
 
 def make_config(work: Path, corpus: Path, port: int, *extra: str):
     return load_config("demo_cpu", [f"paths.work_dir={work}", f"corpus.path={corpus}", "corpus.limit=null",
-                                    f"serve.port={port}", *extra])
+                                    f"serve.port={port}", f"retriever.direct_port={free_port()}", *extra])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,10 +2,15 @@
 the peer (Search-R1's FastAPI ``retrieval_server.py`` built as in bench_retrieval.py) on the same index.
 Settings and corpus slice are bench_retrieval.py's; ``--rounds`` alternating rounds, medians of the p50s.
 
-    retriever.single.p50_ms              POST /retrieve through Serve's proxy (what an outside client pays);
-                                         baseline: the peer's POST /retrieve (ratio: peer/ours)
+    retriever.single.p50_ms              POST /retrieve on the replicas' direct port (retriever.direct_port,
+                                         what an outside client pays); baseline: the peer's POST /retrieve
+                                         (ratio: peer/ours)
+    retriever.single.p50_ms.direct_noop  GET /retrieve/health on the direct port (uvicorn in the replica, no
+                                         search); baseline: the peer's GET health (uvicorn + FastAPI)
+    retriever.single.p50_ms.proxy        POST /retrieve through Serve's proxy (the route every node answers);
+                                         baseline: the peer's
     retriever.single.p50_ms.proxy_noop   GET /retrieve/health through the proxy (proxy + ingress, no search);
-                                         baseline: the peer's GET health (uvicorn + FastAPI)
+                                         baseline: the peer's GET health
     retriever.single.p50_ms.handle       the deployment handle's ``search`` (router, replica, @serve.batch,
                                          search thread; no HTTP)
     retriever.single.p50_ms.handle_noop  the same with no query: the handle's round trip alone
@@ -78,7 +83,8 @@ def main() -> int:
             peer = f"http://127.0.0.1:{port}/retrieve"
             try:
                 wait_health(peer)
-                ours = deploy(cfg)
+                ours = deploy(cfg)  # the direct port's URL
+                proxy = cfg.serve.url(cfg.retriever.route_prefix)
                 handle = serve.get_app_handle(cfg.retriever.app_name)
                 http = httpx.Client(timeout=60)
                 rows: dict[str, list[float]] = {}
@@ -90,8 +96,10 @@ def main() -> int:
                     measured = {
                         "peer": p50_ms(post(peer), questions),
                         "ours": p50_ms(post(ours), questions),
+                        "proxy": p50_ms(post(proxy), questions),
                         "peer_noop": p50_ms(lambda _: http.get(f"{peer}/health"), questions),
                         "ours_noop": p50_ms(lambda _: http.get(f"{ours}/health"), questions),
+                        "proxy_noop": p50_ms(lambda _: http.get(f"{proxy}/health"), questions),
                         "handle": p50_ms(lambda q: handle.search.remote([q], 3).result(), questions),
                         # no query: the handle's round trip alone (no batch, no search thread)
                         "handle_noop": p50_ms(lambda _: handle.search.remote([], 3).result(), questions),
@@ -108,7 +116,10 @@ def main() -> int:
                 server.wait(timeout=30)
             med = {name: statistics.median(values) for name, values in rows.items()}
             figure("retriever.single.p50_ms", med["ours"], "ms", med["peer"], lower_is_better=True)
-            figure("retriever.single.p50_ms.proxy_noop", med["ours_noop"], "ms", med["peer_noop"],
+            figure("retriever.single.p50_ms.direct_noop", med["ours_noop"], "ms", med["peer_noop"],
+                   lower_is_better=True)
+            figure("retriever.single.p50_ms.proxy", med["proxy"], "ms", med["peer"], lower_is_better=True)
+            figure("retriever.single.p50_ms.proxy_noop", med["proxy_noop"], "ms", med["peer_noop"],
                    lower_is_better=True)
             figure("retriever.single.p50_ms.handle", med["handle"], "ms")
             figure("retriever.single.p50_ms.handle_noop", med["handle_noop"], "ms")

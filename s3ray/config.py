@@ -69,9 +69,9 @@ class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    def url(self, route_prefix: str) -> str:
-        """The URL of an app mounted at ``route_prefix`` on this Serve proxy."""
-        return f"http://{self.host}:{self.port}{route_prefix.rstrip('/')}"
+    def url(self, route_prefix: str, port: int | None = None) -> str:
+        """The URL of an app mounted at ``route_prefix`` on this Serve proxy (or on a replica's direct port)."""
+        return f"http://{self.host}:{port or self.port}{route_prefix.rstrip('/')}"
 
 
 class TrackingConfig(Section):
@@ -138,7 +138,11 @@ class IndexConfig(Section):
 
 class RetrieverConfig(Section):
     backend: Literal["dense", "bm25"] = "dense"
-    url: str | None = None  # None: http://<serve.host>:<serve.port>/retrieve
+    url: str | None = None  # None: http://<serve.host>:<direct_port or serve.port>/retrieve
+    # Each replica also answers /retrieve on this port of its node, skipping Serve's proxy hop (a lone
+    # query: s3ray.serving.start_direct_http says what it saves). None: only through the proxy. Only the
+    # replicas on a node answer there, so a multi-node cluster keeps None or puts one on every node.
+    direct_port: int | None = Field(None, ge=1, le=65535)
     app_name: str = "retriever"
     route_prefix: str = "/retrieve"
     # 0: one torch_threads-thread replica per core Ray gives (one with a GPU); s3ray/resources.py says
@@ -661,7 +665,8 @@ class S3Config(Section):
             if not spec.path.is_absolute():
                 object.__setattr__(spec, "path", self.paths.data_dir / spec.path)
         if self.retriever.url is None:
-            object.__setattr__(self.retriever, "url", self.serve.url(self.retriever.route_prefix))
+            object.__setattr__(self.retriever, "url",
+                               self.serve.url(self.retriever.route_prefix, self.retriever.direct_port))
         for gen in (self.generator, self.judge.generator, self.inference.reasoner):
             if gen is not None and gen.base_url is None and gen.backend != "openai":
                 object.__setattr__(gen, "base_url", self.serve.url(gen.route_prefix) + "/v1")

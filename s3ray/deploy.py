@@ -18,5 +18,7 @@ def deploy_services(cfg: S3Config) -> None:
     if cfg.generator.backend != "openai":  # else an external endpoint: nothing to deploy
         apps.append(generator_service.serve_app(cfg))
     serving.deploy_apps(cfg, apps)
-    print(f"retriever: {cfg.retriever.url}", flush=True)
+    r = cfg.retriever
+    proxied = "" if r.direct_port is None else f" (its replicas' port; Serve's proxy: {cfg.serve.url(r.route_prefix)})"
+    print(f"retriever: {r.url}{proxied}", flush=True)
     print(f"generator: {cfg.generator.base_url}", flush=True)

@@ -8,9 +8,11 @@ Each service module builds its own app and calls into this module; nothing here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -150,6 +152,56 @@ def wait_healthy(url: str, timeout_s: float = 300.0) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout_s:.0f}s: {last}")
 
 
+def start_direct_http(handler: Callable[[Any], Any], host: str, port: int, route_prefix: str):
+    """Answer HTTP on ``host:port`` from inside a replica, on its own event loop, beside Serve's proxy route.
+
+    ``handler`` takes a Starlette request below ``route_prefix`` (the app's own handler) and returns a
+    response. A lone request through Serve's proxy pays the proxy's parse and routing and an actor call to
+    the replica (bench/bench_single_query.py times each hop); here it pays one uvicorn parse, as a
+    single-process FastAPI server does. Every replica on the node binds the same port with SO_REUSEPORT,
+    so the kernel spreads connections over them, as Serve's own direct ingress does with its proxies.
+    Only the replicas on a node answer its port: an outside client must reach a node that holds one. A
+    replica being stopped ends its direct requests with it (Serve drains only the proxy's).
+    Returns the uvicorn server (``should_exit = True`` stops it); a port taken by another program raises.
+    """
+    import uvicorn
+    from starlette.requests import Request
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        # Listening now, not when uvicorn's task starts: a port taken by another program fails here, in the
+        # replica's constructor (two SO_REUSEADDR sockets may both bind while neither listens).
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise RuntimeError(f"the direct port {host}:{port} cannot be bound ({err}); choose a free one") from err
+    prefix = route_prefix.rstrip("/")
+
+    async def app(scope, receive, send):
+        path = scope["path"]
+        if path == prefix or path.startswith(prefix + "/"):
+            response = await handler(Request({**scope, "root_path": prefix}, receive))
+        else:
+            response = error_response(BadRequest(f"no route {path}; this port serves {prefix or '/'}", status=404))
+        await response(scope, receive, send)
+
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                           log_config=None))
+    # The replica's loop is not the process's main thread, and its signals belong to Ray: uvicorn must
+    # not install handlers for them.
+    server.capture_signals = contextlib.nullcontext
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    _direct_servers.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_direct_servers.discard)
+    return server
+
+
+_direct_servers: set[asyncio.Task] = set()
+
+
 @dataclass(frozen=True)
 class ServeApp:
     """A built Serve application (not started) and where it answers: what deploying it takes."""
@@ -158,6 +210,36 @@ class ServeApp:
     name: str
     route_prefix: str
     health_url: str
+    # The port the app's replicas also answer on (start_direct_http), health_url's; None: the proxy only.
+    direct: tuple[str, int] | None = None
+
+
+def cluster_id() -> str:
+    """This Ray cluster's GCS address: what a direct port's health answer names, so a deploy can tell its
+    own replicas on the port from another program's (see check_direct_port)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def check_direct_port(app: ServeApp) -> None:
+    """Refuse a direct port another program listens on. SO_REUSEPORT would not refuse it: a second s3ray
+    cluster's replicas, or a Serve proxy, on the same port would silently take a share of the connections.
+    The port may be held by this cluster's own replicas of the app (a redeploy): their health says so."""
+    host, port = app.direct
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+            return
+        except OSError as err:
+            in_use = err
+    try:
+        owner = httpx.get(app.health_url, timeout=5).json().get("cluster")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        owner = None
+    if owner != cluster_id():
+        raise RuntimeError(f"{app.name}'s direct port {host}:{port} is in use by another program ({in_use}); "
+                           f"set {app.name}.direct_port to a free port, or to null to serve through the proxy only")
 
 
 def deploy_apps(cfg: S3Config, apps: Sequence[ServeApp]) -> None:
@@ -168,6 +250,9 @@ def deploy_apps(cfg: S3Config, apps: Sequence[ServeApp]) -> None:
     from ray import serve
 
     ensure_serve(cfg)
+    for app in apps:
+        if app.direct is not None:
+            check_direct_port(app)
     serve.run_many([serve.RunTarget(target=a.app, name=a.name, route_prefix=a.route_prefix) for a in apps])
     for app in apps:
         wait_healthy(app.health_url)

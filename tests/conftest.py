@@ -80,10 +80,13 @@ def small_corpus(tmp_path_factory, data_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def session_cfg(tmp_path_factory, small_corpus) -> S3Config:
-    """A config for the whole session: its own work dir, the small corpus and a free Serve port."""
+    """A config for the whole session: its own work dir, the small corpus, a free Serve port and a free
+    direct port for the retriever's replicas (the retriever's URL)."""
     work = tmp_path_factory.mktemp("work")
+    serve_port = free_port()
+    direct_port = next(port for port in iter(free_port, None) if port != serve_port)
     return load_config("test", [f"paths.work_dir={work}", f"corpus.path={small_corpus}",
-                                f"serve.port={free_port()}"])
+                                f"serve.port={serve_port}", f"retriever.direct_port={direct_port}"])
 
 
 @pytest.fixture(scope="session")

@@ -117,6 +117,10 @@ def _retriever_class():
             self.search_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
             self.search_batch.set_max_batch_size(cfg.retriever.encoder_max_batch_size)
             self.search_batch.set_batch_wait_timeout_s(cfg.retriever.encoder_batch_wait_s)
+            self.cluster = serving.cluster_id()  # the health answer's: a deploy tells its own direct port by it
+            if cfg.retriever.direct_port is not None:
+                serving.start_direct_http(self.__call__, cfg.serve.host, cfg.retriever.direct_port,
+                                          cfg.retriever.route_prefix)
 
         @serve.batch(max_batch_size=defaults["encoder_max_batch_size"].default,
                      batch_wait_timeout_s=defaults["encoder_batch_wait_s"].default)
@@ -158,7 +162,8 @@ def _retriever_class():
             # latency is mostly such per-request layers (bench/bench_single_query.py).
             route = app_route(request.scope)
             if request.method == "GET" and route == "/health":
-                return JSONResponse({"status": "ok", "backend": self.retriever.backend, "rows": self.searcher.rows})
+                return JSONResponse({"status": "ok", "backend": self.retriever.backend, "rows": self.searcher.rows,
+                                     "cluster": self.cluster})
             if request.method != "POST" or route != "":
                 return serving.error_response(BadRequest(f"no route {request.method} {route or '/'}", status=404))
             try:
@@ -206,7 +211,8 @@ app_builder = serving.app_builder(build_app)
 def serve_app(cfg: S3Config) -> serving.ServeApp:
     """The retriever app (not started), its name, route and health URL."""
     r = cfg.retriever
-    return serving.ServeApp(build_app(cfg), r.app_name, r.route_prefix, f"{r.url}/health")
+    direct = None if r.direct_port is None else (cfg.serve.host, r.direct_port)
+    return serving.ServeApp(build_app(cfg), r.app_name, r.route_prefix, f"{r.url}/health", direct)
 
 
 def deploy(cfg: S3Config) -> str:

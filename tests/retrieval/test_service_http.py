@@ -21,9 +21,26 @@ def dev_questions(data_dir, n: int) -> list[dict]:
         return [json.loads(line) for line in itertools.islice(f, n)]
 
 
-@pytest.fixture(scope="module")
-def url(services) -> str:
-    return services.retriever.url
+@pytest.fixture(scope="module", params=["direct", "proxy"])
+def url(services, request) -> str:
+    """Each contract test runs on both routes: the replicas' direct port (the retriever's URL) and Serve's
+    proxy."""
+    if request.param == "direct":
+        return services.retriever.url
+    return services.serve.url(services.retriever.route_prefix)
+
+
+def test_the_url_is_the_direct_port_whose_health_names_this_cluster(services):
+    import ray
+
+    from s3ray.retrieval.service import serve_app
+    from s3ray.serving import check_direct_port
+
+    r, host = services.retriever, services.serve.host
+    assert r.url == f"http://{host}:{r.direct_port}{r.route_prefix}"
+    assert httpx.get(f"{r.url}/health", timeout=10).json()["cluster"] == ray.get_runtime_context().gcs_address
+    assert httpx.get(f"http://{host}:{r.direct_port}/v1/models", timeout=10).status_code == 404
+    check_direct_port(serve_app(services))  # a redeploy: the port is held by this cluster's own replicas
 
 
 def test_health(url):
@@ -98,8 +115,7 @@ def test_too_many_queries_is_a_4xx(url, services):
 
 
 def test_client_sync_and_concurrent_async_agree(url, services, data_dir):
-    client = RetrieverClient.from_config(services)
-    assert client.url == url
+    client = RetrieverClient(url, timeout_s=services.retriever.timeout_s)
     questions = [q["question"] for q in dev_questions(data_dir, 12)]
     sync = [[d.id for d in docs] for docs in client.search(questions, 3)]
 
