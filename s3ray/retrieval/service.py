@@ -119,7 +119,7 @@ def _retriever_class():
             self.search_batch.set_batch_wait_timeout_s(cfg.retriever.encoder_batch_wait_s)
             self.cluster = serving.cluster_id()  # the health answer's: a deploy tells its own direct port by it
             if cfg.retriever.direct_port is not None:
-                serving.start_direct_http(self.__call__, cfg.serve.host, cfg.retriever.direct_port,
+                serving.start_direct_http(self.direct_request, cfg.serve.host, cfg.retriever.direct_port,
                                           cfg.retriever.route_prefix)
 
         @serve.batch(max_batch_size=defaults["encoder_max_batch_size"].default,
@@ -157,7 +157,23 @@ def _retriever_class():
             finally:
                 self.in_flight -= 1
 
+        async def search_direct(self, queries: list[str], k: int) -> list[list[Doc]]:
+            """A direct-port request's search. The kernel chose this replica by connection, blind to its load
+            (four clients' connections can all land on one replica), so a request that finds this replica
+            busy goes through the deployment's handle: Serve's router sends it to the less loaded replica."""
+            if self.peers is not None and self.in_flight > 0:
+                return await self.peers.search.remote(queries, k)
+            return await self.search(queries, k)
+
         async def __call__(self, request: Request):
+            """The proxy route's requests."""
+            return await self.answer(request, self.search)
+
+        async def direct_request(self, request: Request):
+            """The direct port's requests (serving.start_direct_http)."""
+            return await self.answer(request, self.search_direct)
+
+        async def answer(self, request: Request, search):
             # A plain ASGI handler, not a FastAPI app: two routes need no router, and a lone query's
             # latency is mostly such per-request layers (bench/bench_single_query.py).
             route = app_route(request.scope)
@@ -173,7 +189,7 @@ def _retriever_class():
                                              default_topk=r.default_topk, max_query_chars=r.max_query_chars)
             except BadRequest as err:
                 return serving.error_response(err)
-            return JSONResponse(response_body(await self.search(req.queries, req.topk), req.return_scores))
+            return JSONResponse(response_body(await search(req.queries, req.topk), req.return_scores))
 
     return Retriever
 

@@ -1,7 +1,7 @@
 """When a replica splits, without Ray: the deployment's class with its batch and its peers' handle faked.
 A request that finds its replica idle is split (the first chunk searched here, the rest sent to the peers'
 search_here); a request that arrives while another is in flight is not; a failed chunk leaves the replica
-idle again."""
+idle again. A direct-port request that finds its replica busy goes through the deployment's router."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ class FakePeers:
     def __init__(self, fail: bool = False):
         self.calls: list[list[str]] = []
         self.search_here = FakeMethod(self.calls, fail)
+        self.routed: list[list[str]] = []  # whole requests sent through the deployment's router
+        self.search = FakeMethod(self.routed, fail)
 
 
 def replica(peers: FakePeers):
@@ -78,3 +80,19 @@ def test_a_failed_chunk_fails_the_request_and_the_replica_is_idle_again():
     with pytest.raises(RuntimeError, match="peer died"):
         asyncio.run(server.search(list("abcd"), 1))
     assert server.in_flight == 0
+
+
+def test_a_direct_request_is_searched_here_when_idle_and_routed_when_busy():
+    peers = FakePeers()
+    server = replica(peers)
+
+    async def go():
+        alone = await server.search_direct(list("ab"), 1)
+        first = asyncio.ensure_future(server.search_direct(list("cd"), 1))
+        await asyncio.sleep(0)  # the first is in flight
+        second = await server.search_direct(list("xy"), 1)
+        return alone, await first, second
+
+    alone, first, second = asyncio.run(go())
+    assert alone == [["a@here"], ["b@here"]] and first == [["c@here"], ["d@here"]]
+    assert second == [["x@peer"], ["y@peer"]] and peers.routed == [["x", "y"]] and server.in_flight == 0
