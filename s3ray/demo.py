@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import yaml
 
 from s3ray.cluster import worker_env
 from s3ray.config import REPO_ROOT, S3Config
-from s3ray.ports import free_ports
+from s3ray.ports import free_ports, port_is_free
 
 # demo stage -> the `s3ray` stage its job runs; "deploy" always runs, since Serve apps live and die with the
 # cluster.
@@ -92,15 +91,6 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
 @contextmanager
 def _cluster_start_lock() -> Iterator[None]:
     """Held from choosing a cluster's ports until its dashboard answers, by every s3ray process of this
@@ -142,7 +132,7 @@ class LocalCluster:
         host = cfg.cluster.dashboard_host
         dash_port = cfg.cluster.dashboard_port
         ports = iter(free_ports(7))
-        if not _port_is_free(host, dash_port):
+        if not port_is_free(host, dash_port):
             dash_port = next(ports)
         gcs_port = cfg.demo.ray_port or next(ports)
         ray_bin = str(Path(sys.executable).with_name("ray"))

@@ -15,3 +15,18 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         for s in sockets:
             s.bind((host, 0))
         return [s.getsockname()[1] for s in sockets]
+
+
+def socket_for(host: str) -> socket.socket:
+    """A TCP socket of ``host``'s address family (an IPv6 literal has colons)."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now, by a socket that shares it with nobody."""
+    with socket_for(host) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False

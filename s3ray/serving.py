@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from s3ray.config import S3Config, load_config
+from s3ray.ports import port_is_free, socket_for
 
 
 class BadRequest(ValueError):
@@ -167,7 +168,7 @@ def start_direct_http(handler: Callable[[Any], Any], host: str, port: int, route
     import uvicorn
     from starlette.requests import Request
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_for(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -227,18 +228,14 @@ def check_direct_port(app: ServeApp) -> None:
     cluster's replicas, or a Serve proxy, on the same port would silently take a share of the connections.
     The port may be held by this cluster's own replicas of the app (a redeploy): their health says so."""
     host, port = app.direct
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-            return
-        except OSError as err:
-            in_use = err
+    if port_is_free(host, port):
+        return
     try:
         owner = httpx.get(app.health_url, timeout=5).json().get("cluster")
     except (httpx.HTTPError, ValueError, AttributeError):
         owner = None
     if owner != cluster_id():
-        raise RuntimeError(f"{app.name}'s direct port {host}:{port} is in use by another program ({in_use}); "
+        raise RuntimeError(f"{app.name}'s direct port {host}:{port} is in use by another program; "
                            f"set {app.name}.direct_port to a free port, or to null to serve through the proxy only")
 
 
