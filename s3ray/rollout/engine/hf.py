@@ -19,6 +19,49 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+# Tokens sorted for a nucleus before falling back to sorting the whole vocabulary.
+NUCLEUS_TOPK = 256
+
+
+def sample_tokens(logits, temperature, top_p, greedy, generator):
+    """One token per row of ``logits`` [rows, vocab] and its log-prob under ``log_softmax(logits / T)``
+    (the engines' convention: before top-p). A greedy row takes its argmax; any other row samples from
+    its nucleus (the most likely tokens whose mass reaches its ``top_p``, the one crossing it included),
+    or from the whole distribution when ``top_p >= 1``.
+
+    Sampling is by inverse CDF, one uniform draw per row against the cumulative probabilities. Nothing is
+    sorted without a nucleus to cut, a nucleus is cut from the top tokens when they hold it, and no
+    ``torch.multinomial`` runs: for SmolLM2's 49k vocabulary at batch 8 on 2 cores, a full sort and
+    multinomial took ~40 ms a decode step."""
+    import torch
+
+    logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
+    probs, order = logp.exp(), None
+    nucleus = (top_p < 1.0) & ~greedy
+    if bool(nucleus.any()):
+        # A nucleus lies within the top NUCLEUS_TOPK tokens when their mass reaches top_p: only those
+        # are sorted then. A greedy row's candidates do not matter (it takes its argmax).
+        top, top_ids = probs.topk(min(NUCLEUS_TOPK, probs.shape[-1]), dim=-1)
+        if bool((nucleus | greedy).all() and (top.sum(-1) >= top_p)[nucleus].all()):
+            probs, order = top, top_ids
+        else:
+            probs, order = torch.sort(probs, dim=-1, descending=True)
+        cut = torch.where(nucleus, top_p, torch.full_like(top_p, float("inf")))
+        probs[probs.cumsum(-1) - probs >= cut[:, None]] = 0.0
+    cdf = probs.double().cumsum(-1)  # float64: 49k fp32 terms would blur the tail tokens' share
+    draw = torch.rand(len(cdf), 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    # The first token whose cumulative probability exceeds the draw: never one of zero probability (its
+    # predecessor's sum is the same), except past the end, where a draw rounding onto the total falls.
+    pick = torch.searchsorted(cdf, draw, right=True)
+    past = pick >= probs.shape[-1]
+    if bool(past.any()):
+        last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1, keepdim=True)
+        pick = torch.where(past, last, pick)
+    sampled = (pick if order is None else order.gather(1, pick))[:, 0]
+    tokens = torch.where(greedy, logp.argmax(-1), sampled)
+    return tokens, logp.gather(1, tokens[:, None])[:, 0]
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
@@ -240,16 +283,13 @@ class HFEngine:
         """One token per row of ``logits`` [rows, vocab], all rows at once, and its logprob at the row's T."""
         import torch
 
-        temperature = torch.tensor([p.logprob_temperature for p in params], device=logits.device)
-        top_p = torch.tensor([1.0 if p.greedy else p.top_p for p in params], device=logits.device)
-        logp = torch.log_softmax(logits / temperature[:, None], dim=-1)
-        # Nucleus per row: the most likely tokens whose mass reaches top_p (the one crossing it included).
-        sorted_probs, order = torch.sort(logp.exp(), dim=-1, descending=True)
-        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]] = 0.0
-        sampled = torch.gather(order, 1, torch.multinomial(sorted_probs, 1, generator=self.rng))[:, 0]
-        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
-        tokens = torch.where(greedy, logp.argmax(-1), sampled)
-        return tokens.tolist(), logp.gather(1, tokens[:, None])[:, 0].tolist()
+        def column(values, dtype=None):
+            return torch.tensor(values, dtype=dtype, device=logits.device)
+
+        tokens, logp = sample_tokens(logits, column([p.logprob_temperature for p in params]),
+                                     column([1.0 if p.greedy else p.top_p for p in params]),
+                                     column([p.greedy for p in params], torch.bool), self.rng)
+        return tokens.tolist(), logp.tolist()
 
     def _accept(self, r: _Request, token: int, logprob: float) -> None:
         r.token_ids.append(token)
