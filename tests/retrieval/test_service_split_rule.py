@@ -1,7 +1,8 @@
 """When a replica splits, without Ray: the deployment's class with its batch and its peers' handle faked.
 A request that finds its replica idle is split (the first chunk searched here, the rest sent to the peers'
 search_here); a request that arrives while another is in flight is not; a failed chunk leaves the replica
-idle again. A direct-port request that finds its replica busy goes through the deployment's router."""
+idle again. A direct-port request of several queries that finds its replica busy goes through the
+deployment's router; a lone query stays."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_a_failed_chunk_fails_the_request_and_the_replica_is_idle_again():
     assert server.in_flight == 0
 
 
-def test_a_direct_request_is_searched_here_when_idle_and_routed_when_busy():
+def test_a_direct_request_is_searched_here_when_idle_and_routed_when_busy_unless_it_is_one_query():
     peers = FakePeers()
     server = replica(peers)
 
@@ -91,8 +92,13 @@ def test_a_direct_request_is_searched_here_when_idle_and_routed_when_busy():
         first = asyncio.ensure_future(server.search_direct(list("cd"), 1))
         await asyncio.sleep(0)  # the first is in flight
         second = await server.search_direct(list("xy"), 1)
-        return alone, await first, second
+        first = await first
+        third = asyncio.ensure_future(server.search_direct(list("ef"), 1))
+        await asyncio.sleep(0)  # the third is in flight
+        lone = await server.search_direct(["z"], 1)  # busy, but one query: it joins this replica's batch
+        return alone, first, second, await third, lone
 
-    alone, first, second = asyncio.run(go())
+    alone, first, second, third, lone = asyncio.run(go())
     assert alone == [["a@here"], ["b@here"]] and first == [["c@here"], ["d@here"]]
-    assert second == [["x@peer"], ["y@peer"]] and peers.routed == [["x", "y"]] and server.in_flight == 0
+    assert second == [["x@peer"], ["y@peer"]] and third == [["e@here"], ["f@here"]] and lone == [["z@here"]]
+    assert peers.routed == [["x", "y"]] and server.in_flight == 0
