@@ -287,7 +287,7 @@ class HFEngine:
             return torch.tensor(values, dtype=dtype, device=logits.device)
 
         tokens, logp = sample_tokens(logits, column([p.logprob_temperature for p in params]),
-                                     column([1.0 if p.greedy else p.top_p for p in params]),
+                                     column([p.top_p for p in params]),
                                      column([p.greedy for p in params], torch.bool), self.rng)
         return tokens.tolist(), logp.tolist()
 
