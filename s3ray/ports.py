@@ -30,3 +30,17 @@ def port_is_free(host: str, port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def port_is_listened_on(host: str, port: int) -> bool:
+    """Whether a socket listens on ``port`` of ``host``: a server's bind (SO_REUSEADDR, as uvicorn's and
+    start_direct_http's) fails only then. A closed server's connections waiting out TIME_WAIT on the port
+    fail port_is_free's bind for up to a minute, but block no new server (a demo re-run once took them for
+    another program on its retriever's port)."""
+    with socket_for(host) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True

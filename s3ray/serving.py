@@ -23,7 +23,7 @@ import httpx
 import yaml
 
 from s3ray.config import S3Config, load_config
-from s3ray.ports import port_is_free, socket_for
+from s3ray.ports import port_is_listened_on, socket_for
 
 
 class BadRequest(ValueError):
@@ -228,7 +228,7 @@ def check_direct_port(app: ServeApp) -> None:
     cluster's replicas, or a Serve proxy, on the same port would silently take a share of the connections.
     The port may be held by this cluster's own replicas of the app (a redeploy): their health says so."""
     host, port = app.direct
-    if port_is_free(host, port):
+    if not port_is_listened_on(host, port):
         return
     try:
         owner = httpx.get(app.health_url, timeout=5).json().get("cluster")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -87,6 +88,25 @@ def test_a_deploy_refuses_a_port_another_program_listens_on(monkeypatch):
         with pytest.raises(RuntimeError, match=r"direct port 127.0.0.1:\d+ is in use by another program.*"
                                                r"retriever.direct_port"):
             check_direct_port(direct_app(other.getsockname()[1]))
+
+
+def test_a_port_a_closed_server_left_in_time_wait_is_free_to_deploy_on(monkeypatch):
+    # A demo re-run's deploy, seconds after the first run's cluster (and its retriever) stopped.
+    monkeypatch.setattr(serving, "cluster_id", lambda: "127.0.0.1:6379")
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its end of the connection waits out TIME_WAIT on `port`
+        client.recv(1)
+        client.close()
+    time_wait = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "06"]  # the kernel's TCP table: local address, ..., state (06: TIME_WAIT)
+    assert f"0100007F:{port:04X}" in time_wait
+    check_direct_port(direct_app(port))
 
 
 def test_a_redeploy_accepts_the_port_its_own_cluster_holds(monkeypatch):

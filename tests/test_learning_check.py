@@ -71,5 +71,5 @@ def test_rl_discovers_the_bridge_query_and_beats_naive_rag_on_unseen_questions(t
     assert s3 >= 60.0, f"the trained searcher reaches {s3:.1f} GenAcc on dev (naive RAG {naive:.1f})"
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert again.returncode == 0, again.stderr[-4000:]
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert again.stdout.count("reused") >= 4
