@@ -5,7 +5,11 @@ same run (``--rounds`` rounds; every figure is the median over rounds). Settings
 
 - ``index.passages_per_s``: ``build_index`` end to end (doc store, Ray Data embedding, FAISS, BM25,
   manifest); baseline: one process running ``encode`` over the same passages with the same encoder
-  settings and every core, nothing else.
+  settings and every core, nothing else (its model already loaded).
+- ``index.passages_per_s.vs_script``: the same build against the peer's index builder run the way it is
+  run (Search-R1's ``index_builder.py``): a new process that imports the encoder library, loads the model,
+  reads the passages, encodes them, builds a flat inner-product FAISS index and writes it. Both sides
+  then pay the encoder's import and load once, which the first figure charges to s3ray alone.
 - ``retriever.qps.c1`` / ``.c8`` / ``.c32`` (queries/s), ``retriever.latency_p50_ms.cN`` / ``_p99_ms.cN``:
   N closed-loop clients sending one query per HTTP request; ``retriever.qps.batch32``: one client
   sending 32 queries per request. Baseline: the s3 / Search-R1 retrieval server, one FastAPI + uvicorn
@@ -20,7 +24,7 @@ same run (``--rounds`` rounds; every figure is the median over rounds). Settings
   normalized, inside one of the top-3 passages; baseline: BM25 over the same slice.
 
     python bench/bench_retrieval.py [--passages 1000] [--requests 128] [--rounds 2] [--busy-loops 2]
-                                    [--loads c1 c8 c32 batch32 batch32.c4]
+                                    [--loads c1 c8 c32 batch32 batch32.c4] [--index-only]
 """
 
 from __future__ import annotations
@@ -155,6 +159,34 @@ def bare_encode_rate(cfg) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+PEER_INDEX_SCRIPT = """
+import json, sys
+import faiss
+import pyarrow.parquet as pq
+from s3ray.config import config_from_dict
+from s3ray.retrieval.encoder import encode, load_encoder
+from s3ray.retrieval.indexing import passage_text
+cfg = config_from_dict(json.loads(sys.argv[1]))
+docs = pq.read_table(cfg.index.dir / "docs.parquet", columns=["title", "text"])
+texts = [passage_text(t, x) for t, x in zip(docs["title"].to_pylist(), docs["text"].to_pylist())]
+vectors = encode(load_encoder(cfg.encoder), texts, cfg.encoder.passage_prefix, cfg.encoder)
+index = faiss.IndexFlatIP(vectors.shape[1])
+index.add(vectors)
+faiss.write_index(index, sys.argv[2])
+"""
+
+
+def peer_script_rate(cfg, out: Path) -> float:
+    """Passages/s of the peer's index builder as a user runs it: a new process, from its start to its exit."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PEER_INDEX_SCRIPT, json.dumps(cfg.model_dump(mode="json")), str(out)],
+                   check=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    import faiss
+
+    return faiss.read_index(str(out)).ntotal / seconds
+
+
 def answer_recall(searcher, dev: list[dict], k: int = 3) -> float:
     from s3ray.scoring.metrics import normalize_answer
 
@@ -204,6 +236,7 @@ def main() -> int:
                         help="the served figures again with this many spinning processes (0: idle only)")
     parser.add_argument("--loads", nargs="+", choices=list(LOADS), default=list(LOADS),
                         help="the served loads to measure (the handle's c32 figure comes with c32)")
+    parser.add_argument("--index-only", action="store_true", help="the index figures only")
     parser.add_argument("--baseline-server", nargs=2, metavar=("CONFIG_JSON", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -227,15 +260,19 @@ def main() -> int:
         questions = [q["question"] for q in read_jsonl(cfg.paths.data_dir / "hotpotqa" / "dev.jsonl")]
         try:
             init_ray(cfg)  # started before the clock: the figure is the build, not Ray's start-up
-            builds, encodes = [], []
+            builds, encodes, scripts = [], [], []
             for _ in range(args.rounds):
                 shutil.rmtree(cfg.index.dir, ignore_errors=True)
                 started = time.perf_counter()
                 build_index(cfg)
                 builds.append(args.passages / (time.perf_counter() - started))
                 encodes.append(bare_encode_rate(cfg))
+                scripts.append(peer_script_rate(cfg, work / "peer_index.faiss"))
             median_figure("index.passages_per_s", builds, encodes, "passages/s")
+            median_figure("index.passages_per_s.vs_script", builds, scripts, "passages/s")
             assert (cfg.index.dir / MANIFEST).exists()
+            if args.index_only:
+                return 0
 
             dense, bm25 = load_searcher(cfg), load_searcher(make_config(work, cfg.corpus.path, 0,
                                                                        "retriever.backend=bm25"))
