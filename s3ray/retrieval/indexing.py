@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ from s3ray.retrieval.manifest import (
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
+# Embedding blocks: at least this many per actor (so the work balances), of at least this many rows (so
+# the encoder's length-sorted batches still pad little).
+BLOCKS_PER_ACTOR = 4
+MIN_BLOCK_ROWS = 64
 
 
 def passage_text(title: str, text: str) -> str:
@@ -72,7 +77,8 @@ class EmbedPassages:
 
         texts = [passage_text(t, x) for t, x in zip(batch["title"], batch["text"], strict=True)]
         return {"row": batch["row"], "shard": batch["shard"], "id": batch["id"],
-                "embedding": encode(self.model, texts, self.enc.passage_prefix, self.enc)}
+                "embedding": encode(self.model, texts, self.enc.passage_prefix, self.enc),
+                "embedder": np.full(len(texts), os.getpid())}  # which actor: the pool's use is logged
 
 
 def gpu_index(index, idx: IndexConfig):
@@ -196,8 +202,9 @@ def _shard_sizes(rows: int, shard_rows: int) -> list[int]:
     return [min(shard_rows, rows - start) for start in range(0, rows, shard_rows)]
 
 
-def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> None:
-    """Embed the shards in ``todo`` with a Ray Data actor pool; write each as soon as it is complete."""
+def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> dict[int, int]:
+    """Embed the shards in ``todo`` with a Ray Data actor pool; write each as soon as it is complete.
+    Returns the passages each actor (by process id) embedded."""
     import ray
     from ray.data.expressions import col
 
@@ -210,25 +217,30 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     ds = ray.data.read_parquet(str(index_dir / DOCS_FILE), columns=["row", "shard", "id", "title", "text"])
     if len(todo) < len(sizes):
         ds = ds.filter(expr=col("shard").is_in(todo))
-    # Blocks of at most a shard, the same number for every actor of the pool, so all actors work until
-    # the end (a shard may span two blocks: its rows are gathered below).
+    # Blocks of at most a shard, several per actor, and one block in flight per actor (below): an actor
+    # takes its next block only when it is free, so one that starts late or runs on a busier core takes
+    # fewer. With Ray Data's default (several in flight), the first actor ready took every block of a
+    # small corpus and the pool dropped the others unused: a 1,000-passage build ran on one of its two
+    # actors. A shard may span two blocks: its rows are gathered below.
     actors, rows = cfg.index.embed_actors, sum(sizes[s] for s in todo)
-    blocks = actors * -(-rows // (actors * cfg.index.shard_rows))
-    ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
+    blocks = max(actors * BLOCKS_PER_ACTOR, -(-rows // cfg.index.shard_rows))
+    block_rows = min(cfg.index.shard_rows, max(MIN_BLOCK_ROWS, -(-rows // blocks)))
+    ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
         EmbedPassages, fn_constructor_kwargs={"encoder": cfg.encoder,
                                               "torch_threads": cfg.index.embed_torch_threads},
         # A whole block per call: the encoder sorts a call's passages by length, so its own batches
         # (encoder.batch_size) pad little, as a single-process encode of the whole corpus does.
         batch_size=None, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.index.embed_actors),
+        compute=ray.data.ActorPoolStrategy(size=cfg.index.embed_actors, max_tasks_in_flight_per_actor=1),
         num_cpus=cfg.index.embed_num_cpus, num_gpus=cfg.index.embed_num_gpus)
     # Blocks may arrive out of order: gather rows per shard, write a shard once all its rows are in.
     pending: dict[int, list[dict[str, np.ndarray]]] = {}
-    done, embedded = 0, 0
+    done, embedded, per_actor = 0, 0, Counter()
     progress = ProgressLog(log, "index", rows, "passage", cfg.tracking.progress_every_s)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         embedded += len(batch["row"])
+        per_actor.update(batch["embedder"].tolist())
         for shard in np.unique(batch["shard"]).tolist():
             mask = batch["shard"] == shard
             parts = pending.setdefault(shard, [])
@@ -247,6 +259,7 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
         progress.update(embedded, f"{done}/{len(todo)} shards written")
     if pending:
         raise RuntimeError(f"embedding ended with incomplete shards {sorted(pending)}")
+    return dict(per_actor)
 
 
 def _assemble(cfg: S3Config, index_dir: Path, rows: int, n_shards: int) -> int:
@@ -356,13 +369,14 @@ def build_index(cfg: S3Config) -> Path:
 
             started = time.perf_counter()
             if todo:
-                _embed_shards(cfg, index_dir, todo, sizes)
+                per_actor = _embed_shards(cfg, index_dir, todo, sizes)
                 embedded = sum(sizes[s] for s in todo)
                 seconds = time.perf_counter() - started
                 mlflow.log_metrics({"index.embedded_passages": embedded, "index.embed_seconds": seconds,
-                                    "index.passages_per_s": embedded / seconds})
-                log.info("index: embedded %d passages in %.1f s (%.0f passages/s)", embedded, seconds,
-                         embedded / seconds)
+                                    "index.passages_per_s": embedded / seconds,
+                                    "index.embed_actors_used": len(per_actor)})
+                log.info("index: embedded %d passages in %.1f s (%.0f passages/s) by %d actor(s): %s", embedded,
+                         seconds, embedded / seconds, len(per_actor), " / ".join(map(str, per_actor.values())))
             dim = _assemble(cfg, index_dir, rows, len(sizes))
             if bm25 is not None:
                 bm25.result()

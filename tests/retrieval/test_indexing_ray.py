@@ -4,7 +4,9 @@ kinds, reuse, resume after an interruption, and refusal of a mismatched corpus o
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 
 import pytest
 
@@ -132,3 +134,22 @@ def test_a_corpus_limit_indexes_the_first_passages_and_is_part_of_the_identity(t
         load_searcher(whole)
     build_index(whole)  # the limit is part of the shards' identity: nothing of the 4-passage build is reused
     assert read_manifest(whole.index.dir)["rows"] == len(PASSAGES) == load_searcher(whole).rows
+
+
+def test_both_embed_actors_take_blocks_of_a_small_corpus(tiny, tmp_path, caplog):
+    """An actor takes its next block only when it is free: with two actors and a corpus of one shard, both
+    embed. With Ray Data's default of several blocks in flight per actor, the actor ready first took every
+    block and the pool dropped the other unused."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "contents": f'"Topic {i}"\n' + " ".join(
+        f"Sentence {j} of passage {i} names the number {i * j} and the colour of tile {j}." for j in range(6))})
+        + "\n" for i in range(256)))
+    cfg = tiny(f"corpus.path={corpus}", f"index.dir={tmp_path / 'index'}", "index.embed_actors=2",
+               "index.shard_rows=256")
+    with caplog.at_level(logging.INFO, logger="s3ray.retrieval.indexing"):
+        build_index(cfg)
+    used = [re.search(r"by (\d+) actor\(s\): ([\d /]+)", r.getMessage()) for r in caplog.records]
+    used = [m for m in used if m]
+    assert len(used) == 1, caplog.text
+    counts = [int(n) for n in used[0].group(2).split(" / ")]
+    assert int(used[0].group(1)) == 2 and sum(counts) == 256 and min(counts) > 0, used[0].group(0)
