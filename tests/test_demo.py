@@ -3,8 +3,10 @@ tests/test_learning_check.py (the learning check is a whole demo: every stage, t
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -92,3 +94,42 @@ def test_a_stage_past_its_timeout_is_stopped_and_the_knob_named(tmp_path, capsys
     err = capsys.readouterr().err
     assert "stage 'index'" in err and "TIMEOUT" in err
     assert "demo.stage_timeout_s=1" in err  # the user learns which setting to raise
+
+
+class SlowStreamJob:
+    """A job's client as Ray's behaves: the status turns terminal when the job ends, while the log
+    stream delivers part of the log and closes only seconds later (or breaks)."""
+
+    def __init__(self, log: str, streamed: int, stream_error: bool = False):
+        self.log, self.streamed, self.stream_error = log, streamed, stream_error
+        self.polls = 0
+
+    def get_job_status(self, job_id):
+        from ray.job_submission import JobStatus
+
+        self.polls += 1
+        return JobStatus.SUCCEEDED if self.polls >= 3 else JobStatus.RUNNING
+
+    def get_job_logs(self, job_id):
+        return self.log
+
+    async def tail_job_logs(self, job_id):
+        yield self.log[:self.streamed // 2]
+        yield self.log[self.streamed // 2:self.streamed]
+        if self.stream_error:
+            raise ConnectionError("websocket closed")
+        await asyncio.sleep(30)  # Ray's stream: closes well after the job's end
+        yield self.log[self.streamed:]
+
+
+@pytest.mark.parametrize("stream_error", [False, True])
+def test_a_finished_stage_is_seen_by_its_status_and_its_whole_log_printed_once(capsys, monkeypatch, stream_error):
+    monkeypatch.setattr(demo, "JOB_STATUS_POLL_S", 0.05)
+    log = "".join(f"line {i}\n" for i in range(40)) + "last line without a newline"
+    job = SlowStreamJob(log, streamed=123, stream_error=stream_error)  # 123: the stream stops mid-line
+    started = time.monotonic()
+    status = asyncio.run(demo._follow_job(job, "job-1", demo.StageLog("train")))
+    assert time.monotonic() - started < 5  # not the stream's 30 s
+    assert str(status) == "SUCCEEDED"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"[train] {line}" for line in log.split("\n")]
