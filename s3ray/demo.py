@@ -270,8 +270,8 @@ async def _follow_job(client, job_id: str, log: StageLog):
             await asyncio.sleep(JOB_STATUS_POLL_S)
     finally:
         tail.cancel()
-        with suppress(asyncio.CancelledError, Exception):  # a broken stream loses nothing:
-            await tail                                                  # the rest is read below
+        with suppress(asyncio.CancelledError, Exception):  # a broken stream loses nothing: the rest
+            await tail                                      # is read from the log file below
     log.feed((await asyncio.to_thread(client.get_job_logs, job_id))[log.received:])
     log.close()
     return status

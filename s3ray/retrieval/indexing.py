@@ -65,12 +65,15 @@ class EmbedPassages:
     """Ray Data actor: loads the encoder once, then embeds batches of doc-store rows."""
 
     def __init__(self, encoder: EncoderConfig, torch_threads: int):
+        import ray
+
         from s3ray.cluster import set_torch_threads
         from s3ray.retrieval.encoder import load_encoder
 
         set_torch_threads(torch_threads)
         self.enc = encoder
         self.model = load_encoder(self.enc)
+        self.actor_id = ray.get_runtime_context().get_actor_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from s3ray.retrieval.encoder import encode
@@ -78,7 +81,7 @@ class EmbedPassages:
         texts = [passage_text(t, x) for t, x in zip(batch["title"], batch["text"], strict=True)]
         return {"row": batch["row"], "shard": batch["shard"], "id": batch["id"],
                 "embedding": encode(self.model, texts, self.enc.passage_prefix, self.enc),
-                "embedder": np.full(len(texts), os.getpid())}  # which actor: the pool's use is logged
+                "embedder": np.full(len(texts), self.actor_id)}  # which actor: the pool's use is logged
 
 
 def gpu_index(index, idx: IndexConfig):
@@ -202,9 +205,9 @@ def _shard_sizes(rows: int, shard_rows: int) -> list[int]:
     return [min(shard_rows, rows - start) for start in range(0, rows, shard_rows)]
 
 
-def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> dict[int, int]:
+def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> dict[str, int]:
     """Embed the shards in ``todo`` with a Ray Data actor pool; write each as soon as it is complete.
-    Returns the passages each actor (by process id) embedded."""
+    Returns the passages each actor (by Ray actor id) embedded."""
     import ray
     from ray.data.expressions import col
 
