@@ -254,11 +254,11 @@ class StageLog:
 async def _follow_job(client, job_id: str, log: StageLog):
     """Print the job's log while it runs and return its terminal status.
 
-    The lines come from Ray's log stream (``tail_job_logs``: a websocket, so a long log is never
-    fetched twice). The job's end comes from its status, polled: the stream closes seconds after the
-    job ends (measured: a 1-s job was seen finished after 6.1 s through the stream, 1.1 s through its
-    status; ~5 s for each of a demo's stages). Once the job has ended its log file is complete, and the
-    part the stream had not delivered is read from it."""
+    The lines come from Ray's log stream (``tail_job_logs``: a websocket, so a running job's log is not
+    fetched again and again). The job's end comes from its status, polled: the stream closes seconds
+    after the job ends (measured: a 1-s job was seen finished after 6.1 s through the stream, 1.1 s
+    through its status; ~5 s for each of a demo's stages). Once the job has ended its log file is
+    complete: it is fetched once, and the part the stream had not delivered is printed."""
 
     async def stream() -> None:
         async for chunk in client.tail_job_logs(job_id):

@@ -81,7 +81,8 @@ class EmbedPassages:
         texts = [passage_text(t, x) for t, x in zip(batch["title"], batch["text"], strict=True)]
         return {"row": batch["row"], "shard": batch["shard"], "id": batch["id"],
                 "embedding": encode(self.model, texts, self.enc.passage_prefix, self.enc),
-                "embedder": np.full(len(texts), self.actor_id)}  # which actor: the pool's use is logged
+                # Which actor, so the pool's use is logged; bytes, 32 a row (a str column takes 128).
+                "embedder": np.full(len(texts), self.actor_id.encode())}
 
 
 def gpu_index(index, idx: IndexConfig):
@@ -205,7 +206,7 @@ def _shard_sizes(rows: int, shard_rows: int) -> list[int]:
     return [min(shard_rows, rows - start) for start in range(0, rows, shard_rows)]
 
 
-def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> dict[str, int]:
+def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[int]) -> dict[bytes, int]:
     """Embed the shards in ``todo`` with a Ray Data actor pool; write each as soon as it is complete.
     Returns the passages each actor (by Ray actor id) embedded."""
     import ray
@@ -243,7 +244,8 @@ def _embed_shards(cfg: S3Config, index_dir: Path, todo: list[int], sizes: list[i
     progress = ProgressLog(log, "index", rows, "passage", cfg.tracking.progress_every_s)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         embedded += len(batch["row"])
-        per_actor.update(batch["embedder"].tolist())
+        actor_ids, counts = np.unique(batch["embedder"], return_counts=True)
+        per_actor.update(dict(zip(actor_ids.tolist(), counts.tolist(), strict=True)))
         for shard in np.unique(batch["shard"]).tolist():
             mask = batch["shard"] == shard
             parts = pending.setdefault(shard, [])
