@@ -4,6 +4,11 @@ a bare transformers ``generate`` of the same model, dtype, prompts and batch, al
 the rounds:
 
     engine.tokens_per_s.smollm2   generated tokens per second (baseline: bare ``generate``)
+
+and what the engine's prefix cache saves on a GRPO group's episodes: one question's ``GROUP`` samples, each a
+query turn, an observation of 3 docs and a second turn, as the rollout runs them:
+
+    engine.episodes_per_s.smollm2.prefix_cache   (baseline: the same engine with rollout.prefix_cache_tokens=0)
 """
 
 from __future__ import annotations
@@ -21,20 +26,28 @@ from common import figure
 BATCH = 8
 MAX_TOKENS = 32
 ROUNDS = 3
+GROUP = 8
 DTYPE = "auto"  # the SmolLM2 presets' policy.dtype: bf16 only on a CPU that computes it natively
+
+
+def hotpot(n_docs: int, n_questions: int):
+    """The first docs of the bundled HotpotQA corpus and the first dev questions."""
+    from s3ray.config import load_config
+    from s3ray.types import Doc
+
+    data = load_config(None).paths.data_dir / "hotpotqa"
+    with open(data / "corpus.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in islice(f, n_docs)]
+    with open(data / "dev.jsonl", encoding="utf-8") as f:
+        questions = [json.loads(line)["question"] for line in islice(f, n_questions)]
+    return [Doc(r["id"], r["contents"].split("\n", 1)[0], r["contents"].split("\n", 1)[-1]) for r in rows], questions
 
 
 def searcher_prompts(tokenizer, n: int) -> list[list[int]]:
     from s3ray.agent.prompt import encode_prompt, searcher_messages
-    from s3ray.config import AgentConfig, load_config
-    from s3ray.types import Doc
+    from s3ray.config import AgentConfig
 
-    hotpot = load_config(None).paths.data_dir / "hotpotqa"
-    with open(hotpot / "corpus.jsonl", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in islice(f, 3 * n)]
-    with open(hotpot / "dev.jsonl", encoding="utf-8") as f:
-        questions = [json.loads(line)["question"] for line in islice(f, n)]
-    docs = [Doc(r["id"], r["contents"].split("\n", 1)[0], r["contents"].split("\n", 1)[-1]) for r in rows]
+    docs, questions = hotpot(3 * n, n)
     return [encode_prompt(tokenizer, searcher_messages(q, docs[3 * i:3 * i + 3], AgentConfig()))
             for i, q in enumerate(questions)]
 
@@ -70,6 +83,24 @@ def bare_rate(model, tokenizer, prompts: list[list[int]]) -> float:
     return tokens / (time.perf_counter() - t0)
 
 
+def group_rate(engine, prompt: list[int], observation: list[int]) -> float:
+    """Episodes per second of GROUP two-turn episodes of one prompt, run concurrently."""
+    from s3ray.rollout.engine import SamplingParams
+
+    sampling = SamplingParams(temperature=1.0, max_tokens=MAX_TOKENS)
+
+    async def episode():
+        first = await engine.generate(prompt, sampling)
+        await engine.generate(prompt + first.token_ids + observation, sampling)
+
+    async def run():
+        await asyncio.gather(*(episode() for _ in range(GROUP)))
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    return GROUP / (time.perf_counter() - t0)
+
+
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -87,7 +118,20 @@ def main() -> None:
         for _ in range(ROUNDS):  # alternately: the machine's load drifts
             ours.append(engine_rate(engine, prompts))
             theirs.append(bare_rate(bare, tokenizer, prompts))
+        # The group: the first prompt's question; its observation, 3 docs no prompt holds.
+        from s3ray.agent.observation import render_information
+
+        observation = tokenizer.encode(render_information(hotpot(3 * BATCH + 3, 0)[0][-3:]),
+                                       add_special_tokens=False)
+        cached = HFEngine(model_dir, max_batch=GROUP, dtype=DTYPE, prefix_cache_tokens=16384)
+        uncached = HFEngine(model_dir, max_batch=GROUP, dtype=DTYPE, prefix_cache_tokens=0)
+        with_cache, without = [], []
+        for _ in range(ROUNDS):
+            with_cache.append(group_rate(cached, prompts[0], observation))
+            without.append(group_rate(uncached, prompts[0], observation))
     figure("engine.tokens_per_s.smollm2", statistics.median(ours), "tokens/s", statistics.median(theirs))
+    figure("engine.episodes_per_s.smollm2.prefix_cache", statistics.median(with_cache), "episodes/s",
+           statistics.median(without))
 
 
 if __name__ == "__main__":

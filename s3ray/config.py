@@ -164,6 +164,9 @@ class RetrieverConfig(Section):
     # (a replica encodes with one thread; s3ray/retrieval/split.py). 0: four queries per replica, what a
     # chunk must hold to earn the extra handle call (s3ray/resources.py); one replica never splits.
     split_min_queries: int = Field(0, ge=0)
+    # A chunk another replica has not answered in this long is searched by the replica that split the
+    # request (a lost chunk slows a request instead of hanging it).
+    chunk_timeout_s: float = Field(30.0, gt=0)
     max_topk: int = 100
     max_queries: int = 1024
     max_query_chars: int = 2048  # longer queries get a 400 (an encoder reads ~256 tokens anyway)
@@ -374,6 +377,9 @@ class RolloutConfig(Section):
     temperature: float = 0.6
     top_p: float = 0.95
     engine_max_batch: int = 16  # episodes whose next turn is generated in one forward batch
+    # hf engine: tokens of KV kept for prompts that extend them (an episode's next turn, a GRPO group's
+    # shared first prompt); 0: every prompt runs forward whole. SmolLM2 holds ~46 kB a token in fp32.
+    prefix_cache_tokens: int = Field(16384, ge=0)
     max_episodes_in_flight: int = 256
     gpu_memory_utilization: float = 0.5
     max_actor_restarts: int = 3

@@ -145,7 +145,8 @@ def _retriever_class():
                     return await self.search_here(queries, k)
                 return await split.search_chunks(
                     parts, lambda i, chunk: self.search_here(chunk, k) if i == 0
-                    else self.peers.search_here.remote(chunk, k))
+                    else self.peers.search_here.remote(chunk, k),
+                    timeout_s=r.chunk_timeout_s, fallback=lambda chunk: self.search_here(chunk, k))
             finally:
                 self.in_flight -= 1
 

@@ -38,7 +38,8 @@ def build_engine(cfg: S3Config, model_dir: str | Path, seed: int):
     from s3ray.rollout.engine import HFEngine
 
     device = "cuda" if rc.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
-    return HFEngine(model_dir, max_batch=rc.engine_max_batch, seed=seed, device=device, dtype=cfg.policy.dtype)
+    return HFEngine(model_dir, max_batch=rc.engine_max_batch, seed=seed, device=device, dtype=cfg.policy.dtype,
+                    prefix_cache_tokens=rc.prefix_cache_tokens)
 
 
 def sampling_for(cfg: S3Config, greedy: bool) -> SamplingParams:
@@ -140,6 +141,10 @@ class RolloutActor:
     async def progress(self, progress_key: str) -> int:
         """Finished episodes of the running call ``progress_key`` (0 once it returned)."""
         return self.episodes_done.get(progress_key, 0)
+
+    async def running_calls(self) -> int:
+        """How many ``run`` calls are under way (for fault-injection tests and debugging)."""
+        return len(self.episodes_done)
 
     async def update_weights(self, state: dict[str, Any], version: int) -> int:
         """The object-store strategy: ``state`` arrives resolved (a top-level ref argument)."""

@@ -88,7 +88,8 @@ class GRPO(Algorithm):
     def advantages(self, exp: Experience, cfg: TrainConfig) -> tuple[Experience, dict[str, float]]:
         # Outcome rewards only: the KL to the reference is a loss term (extra_loss), never in the advantage.
         advantages = self.episode_advantages(exp.scores, exp.group_ids)[:, None] * exp.action_mask
-        return replace(exp, advantages=advantages, value_mask=exp.action_mask), {}
+        return (replace(exp, advantages=advantages, value_mask=exp.action_mask),
+                {"varied_groups": losses.varied_group_share(exp.scores, exp.group_ids)})
 
     def extra_loss(self, logp: torch.Tensor, micro: Experience, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
         if micro.logp_ref is None:  # train.kl_coef 0: no reference model was loaded

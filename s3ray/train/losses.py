@@ -126,6 +126,17 @@ def grpo_advantages(scores: torch.Tensor, group_ids: Sequence[str], eps: float =
     return advantages
 
 
+def varied_group_share(scores: torch.Tensor, group_ids: Sequence[str]) -> float:
+    """The share of groups (of two or more episodes) whose scores are not all equal: only those move a
+    GRPO policy. A searcher that samples one answer per question gives every group equal scores, and the
+    step's gradient is zero however high or low its reward."""
+    groups: dict[str, list[float]] = {}
+    for gid, score in zip(group_ids, scores.tolist(), strict=True):
+        groups.setdefault(gid, []).append(score)
+    sized = [g for g in groups.values() if len(g) > 1]
+    return sum(max(g) > min(g) for g in sized) / len(sized) if sized else 0.0
+
+
 def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token KL(pi || pi_ref) estimate ``exp(ref - logp) - (ref - logp) - 1`` (Schulman's k3:
     unbiased for samples from pi, never negative)."""

@@ -231,11 +231,12 @@ def report(step: int, metrics: dict[str, float], learner: Learner, run_id: str |
     if distributed.rank() == 0:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
         nan = float("nan")  # kl without a reference, gap without a recomputed logp_old
+        # varied: the share of GRPO groups whose episodes scored differently (the only ones with a gradient)
         log.info("step %d/%d: reward %.3f genacc %.3f rag_acc %.3f kl %.4f gap %.4f pg %.4f entropy %.3f "
-                 "clip %.3f | %.1fs (rollout %.1fs, old logp %.1fs, ref %.1fs, update %.1fs)", step, tc.steps,
-                 metrics["reward"], metrics["genacc"], metrics["rag_acc"], metrics.get("kl", nan),
+                 "clip %.3f varied %.2f | %.1fs (rollout %.1fs, old logp %.1fs, ref %.1fs, update %.1fs)", step,
+                 tc.steps, metrics["reward"], metrics["genacc"], metrics["rag_acc"], metrics.get("kl", nan),
                  metrics.get("logprob_gap", nan), metrics["policy_loss"], metrics["entropy"],
-                 metrics["clip_fraction"], metrics["step_s"], metrics["rollout_wait_s"],
+                 metrics["clip_fraction"], metrics.get("varied_groups", nan), metrics["step_s"], metrics["rollout_wait_s"],
                  metrics.get("old_logprobs_s", 0.0), metrics.get("ref_logprobs_s", 0.0), metrics["update_s"])
         if "dev_genacc" in metrics:
             log.info("step %d/%d: dev GenAcc %.3f GBR %.3f", step, tc.steps, metrics["dev_genacc"], metrics["dev_gbr"])

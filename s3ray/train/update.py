@@ -17,7 +17,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,12 +175,11 @@ def ppo_epochs(prepared: Experience, learner: Learner, cfg: TrainConfig, num_min
     Every rank must use the same ``num_minibatches`` and shard size, so the gradient all-reduce lines up.
     Returns metrics averaged over micro-batches (grad norms over optimiser steps).
     """
-    n = len(prepared)
     totals: dict[str, float] = {}
     count = 0
     _train_mode(learner, True)
     for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(n, generator=generator)
+        order = group_order(prepared.group_ids, generator)
         for mini in torch.tensor_split(order, num_minibatches):
             for stats in accumulate_gradients(prepared, mini, learner, cfg):
                 for k, v in stats.items():
@@ -195,6 +194,22 @@ def ppo_epochs(prepared: Experience, learner: Learner, cfg: TrainConfig, num_min
                 scheduler.step()
     steps = cfg.ppo_epochs * num_minibatches
     return {k: v / (steps if k.endswith("grad_norm") else count) for k, v in totals.items()}
+
+
+def group_order(group_ids: Sequence[str], generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random order of the rows that keeps each group's rows together (the groups, and the rows within
+    each, shuffled). Cut into mini- and micro-batches, a GRPO group's episodes then share a micro-batch
+    and its whole prompt, which :func:`s3ray.train.policy.token_logprobs` runs once; rows shuffled one
+    by one share only the instructions. Each mini-batch is still an unbiased draw of the batch."""
+    members: dict[str, list[int]] = {}
+    for row, group in enumerate(group_ids):
+        members.setdefault(group, []).append(row)
+    groups = list(members.values())
+    order = []
+    for g in torch.randperm(len(groups), generator=generator).tolist():
+        rows = groups[g]
+        order += [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+    return torch.tensor(order, dtype=torch.long)
 
 
 def accumulate_gradients(prepared: Experience, rows: torch.Tensor, learner: Learner,

@@ -64,3 +64,23 @@ def test_a_failed_chunk_fails_the_search():
 
     with pytest.raises(RuntimeError, match="replica died"):
         asyncio.run(search_chunks(chunks(list(range(8)), 2, 2), search))
+
+
+def test_a_chunk_that_never_answers_is_searched_here_after_the_timeout(caplog):
+    """A lost chunk (another replica's answer that never comes) slows its request, never hangs it."""
+    async def search(i, chunk):
+        if i == 1:
+            await asyncio.Event().wait()  # never answers
+        return [f"{q}@{i}" for q in chunk]
+
+    async def here(chunk):
+        return [f"{q}@here" for q in chunk]
+
+    async def go():
+        return await search_chunks(chunks(list(range(6)), 3, 2), search, timeout_s=0.2, fallback=here)
+
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(asyncio.wait_for(go(), 5)) == ["0@0", "1@0", "2@here", "3@here", "4@2", "5@2"]
+    assert "had no answer after" in caplog.text
+    with pytest.raises(ValueError, match="fallback"):
+        asyncio.run(search_chunks([[1], [2]], search, timeout_s=1.0))

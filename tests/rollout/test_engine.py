@@ -203,3 +203,56 @@ def test_the_engine_holds_auto_in_the_dtype_its_cpu_computes(tiny_model_dir, mon
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     engine = HFEngine(tiny_model_dir, seed=0, dtype="auto")
     assert {p.dtype for p in engine.model.parameters()} == {expected}
+
+
+def two_turn_episodes(engine, prompts, sampling, observation):
+    """Each prompt's first turn, then its second: the prompt, the sampled tokens and an observation."""
+    async def episode(prompt):
+        first = await engine.generate(prompt, sampling)
+        second = await engine.generate(prompt + first.token_ids + observation, sampling)
+        return first, second
+
+    async def go():
+        return await asyncio.gather(*(episode(p) for p in prompts))
+
+    return asyncio.run(go())
+
+
+def test_the_prefix_cache_runs_only_new_tokens_and_changes_no_token_or_logprob(tiny_model_dir):
+    """A GRPO group's shared first prompt runs once, a second turn runs only its observation, and
+    every token and logprob is what an engine without the cache produces."""
+    plain = HFEngine(tiny_model_dir, seed=5)
+    cached = HFEngine(tiny_model_dir, seed=5, prefix_cache_tokens=4096)
+    group = [encode(plain, PROMPTS[0])] * 4
+    prompts = group + [encode(plain, p) for p in PROMPTS[1:]]
+    observation = encode(plain, " Doc 1 (Title: Jaws) Jaws is a film by Steven Spielberg.")
+    sampling = SamplingParams(temperature=1.0, max_tokens=6)
+    want = two_turn_episodes(plain, prompts, sampling, observation)
+    got = two_turn_episodes(cached, prompts, sampling, observation)
+    for (w1, w2), (g1, g2) in zip(want, got, strict=True):
+        assert g1.token_ids == w1.token_ids and g2.token_ids == w2.token_ids
+        assert g1.logprobs == pytest.approx(w1.logprobs, abs=1e-4)
+        assert g2.logprobs == pytest.approx(w2.logprobs, abs=1e-4)
+    # Without the cache every prompt runs whole; with it the group's prompt runs once and a second turn
+    # runs its observation and the last sampled token.
+    assert plain.prefill_tokens == sum(len(p) for p in prompts) + sum(
+        len(p) + len(first.token_ids) + len(observation) for p, (first, _) in zip(prompts, want, strict=True))
+    assert cached.prefill_tokens <= (len(group[0]) + 4 + sum(len(p) for p in prompts[4:])
+                                     + len(prompts) * (len(observation) + 1))
+
+
+def test_new_weights_empty_the_prefix_cache(tiny_model_dir):
+    """KV cached under the old weights must not stand in for the new ones' (a second turn after a
+    weight load equals that of an engine that only ever held the new weights)."""
+    cached = HFEngine(tiny_model_dir, seed=0, prefix_cache_tokens=4096)
+    fresh = HFEngine(tiny_model_dir, seed=0)
+    prompt = encode(cached, PROMPTS[2])
+    greedy = SamplingParams(greedy=True, max_tokens=6)
+    first = generate_all(cached, [prompt], greedy)[0]
+    state = perturbed_state(cached.model)
+    asyncio.run(cached.load_state_dict(state, 1))
+    asyncio.run(fresh.load_state_dict(state, 1))
+    turn = prompt + first.token_ids + encode(cached, " and then")
+    after, want = generate_all(cached, [turn], greedy)[0], generate_all(fresh, [turn], greedy)[0]
+    assert after.token_ids == want.token_ids
+    assert after.logprobs == pytest.approx(want.logprobs, abs=1e-4)

@@ -60,11 +60,14 @@ def test_actor_killed_mid_batch_loses_and_duplicates_nothing(pool, questions, ti
     state = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert ray_cluster.get(pool.update_weights.remote([ray_cluster.put(state)], 4)) == 4
     victim = ray_cluster.get(pool.handles.remote())[0]
-    batch = pool.run.remote(questions, samples_per_question=2, with_reward=False)
-    time.sleep(1.0)  # the batch is split and running: the victim holds half of it
+    batch = pool.run.remote(questions, samples_per_question=8, with_reward=False)
+    deadline = time.monotonic() + 60
+    while not ray_cluster.get(victim.running_calls.remote()):  # its half of the batch is under way
+        assert time.monotonic() < deadline, "the victim never started its part of the batch"
+        time.sleep(0.01)
     ray_cluster.kill(victim, no_restart=False)
     episodes = ray_cluster.get(batch)
-    assert [ep.key for ep in episodes] == keys(questions, 2)
+    assert [ep.key for ep in episodes] == keys(questions, 8)
     for ep in episodes:
         ep.check()
         assert ep.policy_version == 4  # the restarted actor got the latest weights before re-running

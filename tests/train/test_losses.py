@@ -103,3 +103,12 @@ def test_entropy_from_logits():
     certain = torch.tensor([[[100.0, 0.0, 0.0, 0.0]]])
     assert losses.entropy_from_logits(uniform).item() == pytest.approx(math.log(4))
     assert losses.entropy_from_logits(certain).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_varied_group_share_counts_the_groups_a_grpo_step_learns_from():
+    scores = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5])
+    groups = ["a", "a", "b", "b", "c", "c", "d"]  # a: all equal, b: all equal, c: varied, d: alone
+    assert losses.varied_group_share(scores, groups) == pytest.approx(1 / 3)
+    advantages = losses.grpo_advantages(scores, groups)  # the share is where the advantage is not 0
+    assert {g for g, a in zip(groups, advantages.tolist(), strict=True) if a != 0} == {"c"}
+    assert losses.varied_group_share(torch.tensor([0.3]), ["a"]) == 0.0

@@ -13,7 +13,7 @@ from s3ray.config import PolicyConfig, TrainConfig
 from s3ray.train import losses
 from s3ray.train.batch import collate_episodes
 from s3ray.train.policy import load_policy, token_logprobs
-from s3ray.train.update import accumulate_gradients, build_learner, ppo_epochs, prepare_batch
+from s3ray.train.update import accumulate_gradients, build_learner, group_order, ppo_epochs, prepare_batch
 
 CPU = torch.device("cpu")
 
@@ -117,3 +117,17 @@ def test_grpo_equal_rewards_teach_nothing_but_the_kl_term_pulls_back_to_the_refe
         assert prepared.advantages.abs().max() == 0
         ppo_epochs(prepared, learner, cfg, num_minibatches=1)
     assert before > 0 and kl_to_reference() < 0.5 * before
+
+
+def test_the_update_order_keeps_each_group_together_and_shuffles_the_rest():
+    """Mini- and micro-batches cut from this order hold whole GRPO groups (which then share their whole
+    prompt in one forward), in an order that changes with the generator."""
+    group_ids = [q for q in "abcd" for _ in range(4)]
+    random.Random(0).shuffle(group_ids)  # rows need not arrive grouped
+    orders = [group_order(group_ids, torch.Generator().manual_seed(s)).tolist() for s in range(6)]
+    for order in orders:
+        assert sorted(order) == list(range(len(group_ids)))
+        runs = [group_ids[r] for r in order]
+        assert all(len(set(runs[i:i + 4])) == 1 for i in range(0, 16, 4))  # contiguous groups of 4
+    assert len({tuple(o) for o in orders}) > 1
+    assert len({tuple(group_ids[r] for r in o[::4]) for o in orders}) > 1  # the groups' order varies too

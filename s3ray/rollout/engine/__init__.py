@@ -3,6 +3,7 @@ ids and their logprobs out.
 
 - :mod:`.base`: ``SamplingParams``, ``Generation``, the ``RolloutEngine`` protocol, ``EngineDied``, ``hit_stop``.
 - :mod:`.hf`: ``HFEngine``, a transformers causal LM with continuous batching (CPU default, also GPU).
+- :mod:`.prefix_cache`: ``PrefixCache``, the KV of sequences ``HFEngine`` ran, for prompts that extend them.
 - :mod:`.vllm`: ``VLLMEngine``, vLLM's async engine (GPU only; vllm is imported on first use).
 
 The names are re-exported here: callers import them from ``s3ray.rollout.engine``. Importing this

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from s3ray.rollout.engine.base import FinishReason, Generation, SamplingParams, hit_stop
+from s3ray.rollout.engine.prefix_cache import PrefixCache
 
 
 def cache_kwarg(model) -> str:
@@ -21,6 +23,62 @@ def cache_kwarg(model) -> str:
 
 # Tokens sorted for a nucleus before falling back to sorting the whole vocabulary.
 NUCLEUS_TOPK = 256
+# Free columns a cache layer keeps past its tokens: one copy of the past every SPARE_COLUMNS decode steps.
+SPARE_COLUMNS = 128
+
+
+def spare_columns_layer_class():
+    """transformers' ``DynamicLayer`` with free columns after its tokens (built on first use: importing
+    this module imports no torch). ``DynamicLayer.update`` concatenates the past with each new token, a
+    copy of the whole cache every decode step: 45 % of a SmolLM2 step at batch 16 and 800 past tokens
+    on one CPU core. This layer writes the new columns in place and hands out a view of the filled
+    ones. Whoever replaces ``keys`` and ``values`` (the engine's joins and row drops) leaves the buffer
+    behind; the next update then copies into a fresh one."""
+    from transformers.cache_utils import DynamicLayer
+
+    class SpareColumnsLayer(DynamicLayer):
+        _key_buffer = _value_buffer = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            filled = self.keys.shape[-2] if self.keys.numel() else 0
+            need = filled + key_states.shape[-2]
+            buffer = self._key_buffer
+            if (buffer is None or buffer.shape[-2] < need or buffer.shape[:2] != key_states.shape[:2]
+                    or (filled and self.keys.data_ptr() != buffer.data_ptr())):
+                shape = (*key_states.shape[:2], need + SPARE_COLUMNS, key_states.shape[-1])
+                self._key_buffer = key_states.new_empty(shape)
+                self._value_buffer = value_states.new_empty(shape)
+                if filled:
+                    self._key_buffer[:, :, :filled] = self.keys
+                    self._value_buffer[:, :, :filled] = self.values
+            self._key_buffer[:, :, filled:need] = key_states
+            self._value_buffer[:, :, filled:need] = value_states
+            self.keys, self.values = self._key_buffer[:, :, :need], self._value_buffer[:, :, :need]
+            return self.keys, self.values
+
+    return SpareColumnsLayer
+
+
+_SPARE_COLUMNS_LAYER = None
+
+
+def spare_columns_cache(filled=()):
+    """A DynamicCache of :func:`spare_columns_layer_class` layers, holding ``filled`` (keys, values) per
+    layer if given."""
+    from transformers.cache_utils import DynamicCache
+
+    global _SPARE_COLUMNS_LAYER
+    if _SPARE_COLUMNS_LAYER is None:
+        _SPARE_COLUMNS_LAYER = spare_columns_layer_class()
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _SPARE_COLUMNS_LAYER
+    for keys, values in filled:
+        layer = _SPARE_COLUMNS_LAYER()
+        layer.update(keys, values)
+        cache.layers.append(layer)
+    return cache
 
 
 def sample_tokens(logits, temperature, top_p, greedy, generator):
@@ -89,7 +147,7 @@ class _Batch:
         window); otherwise newcomers wait for the batch to drain."""
         from transformers.cache_utils import DynamicLayer
 
-        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+        return all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in self.cache.layers)
 
 
 class HFEngine:
@@ -107,9 +165,11 @@ class HFEngine:
     """
 
     def __init__(self, model_dir: str | Path, max_batch: int = 16, seed: int = 0, device: str = "cpu",
-                 dtype: str = "float32", batch_wait_s: float = 0.01, max_wait_s: float = 0.1):
+                 dtype: str = "float32", batch_wait_s: float = 0.01, max_wait_s: float = 0.1,
+                 prefix_cache_tokens: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.cache_utils import DynamicCache, DynamicLayer
 
         from s3ray.precision import compute_dtype
 
@@ -129,6 +189,11 @@ class HFEngine:
         self.batch_wait_s = batch_wait_s
         self.max_wait_s = max_wait_s
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        # A sliding-window layer keeps only part of its past, so a cached prefix could not stand in for it.
+        # Such a model also keeps the default cache (no spare columns: it would keep the whole past).
+        self._full_past = all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.model.config).layers)
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens and self._full_past else None
+        self.prefill_tokens = 0  # prompt tokens run forward (not taken from the prefix cache)
         self.version = 0
         # (rows joining, rows already decoding) at each admission: batching is observable in tests.
         self.admissions: list[tuple[int, int]] = []
@@ -220,21 +285,74 @@ class HFEngine:
             return self._drop_finished(batch)
 
     def _prefill(self, requests: list[_Request]) -> _Batch:
+        if self.prefix_cache is not None:
+            self._prefill_shared(requests)
+        cache, mask, positions, logits = self._forward_prompts([r.prompt_ids for r in requests])
+        tokens = self._sample_rows(logits, requests)
+        return _Batch(list(requests), cache, mask, positions[:, -1:] + 1, tokens)
+
+    def _prefill_shared(self, requests: list[_Request]) -> None:
+        """A prompt that several joining requests share, and that the cache does not already hold, runs
+        forward once first (all but its last token, which each row runs to sample from); the rows then
+        start from its cached KV."""
+        counts = Counter(tuple(r.prompt_ids) for r in requests)
+        shared = [list(ids[:-1]) for ids, n in counts.items()
+                  if n > 1 and len(ids) > 1 and self.prefix_cache.match(ids, len(ids) - 1)[1] < len(ids) - 1]
+        if shared:
+            cache, mask, _, _ = self._forward_prompts(shared)
+            for row, ids in enumerate(shared):
+                self.prefix_cache.add(ids, self._row_kv(cache, mask, row))
+
+    def _forward_prompts(self, prompts: list[list[int]]):
+        """Run the prompts forward from their cached prefixes: each row's cached KV right-aligned in the
+        first columns, its uncached tokens left-padded in the last. Returns the cache, the attention mask
+        over all columns, the positions of the last columns and the logits of each row's last token."""
         import torch
 
-        width = max(len(r.prompt_ids) for r in requests)
-        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for i, r in enumerate(requests):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
+        matches = [self.prefix_cache.match(ids, len(ids) - 1) if self.prefix_cache is not None else (None, 0)
+                   for ids in prompts]
+        past = max(n for _, n in matches)
+        width = max(len(ids) - n for ids, (_, n) in zip(prompts, matches, strict=True))
+        rows = len(prompts)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, past + width), dtype=torch.long)
+        for i, (prompt, (_, n)) in enumerate(zip(prompts, matches, strict=True)):
+            rest = prompt[n:]
+            ids[i, width - len(rest):] = torch.tensor(rest)
+            mask[i, past - n:past] = 1
+            mask[i, past + width - len(rest):] = 1
+        self.prefill_tokens += sum(len(p) - n for p, (_, n) in zip(prompts, matches, strict=True))
         ids, mask = ids.to(self.device), mask.to(self.device)
-        # Left padding: positions count real tokens only, so each row sees what it would alone.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Positions count real tokens only, so each row sees what it would alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        if past:
+            cached = {self._cache_arg: self._past_cache(matches, past)}
+        else:
+            cached = {self._cache_arg: spare_columns_cache()} if self._full_past else {}
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
-        tokens = self._sample_rows(out.logits[:, -1, :], requests)
-        return _Batch(list(requests), getattr(out, self._cache_arg), mask, positions[:, -1:] + 1, tokens)
+                         logits_to_keep=1, **cached)
+        return getattr(out, self._cache_arg), mask, positions, out.logits[:, -1, :]
+
+    def _past_cache(self, matches: list[tuple[Any, int]], past: int):
+        """A cache of ``past`` columns holding each row's matched KV right-aligned (zeros before it, masked)."""
+        kv = next(kv for kv, n in matches if n)
+        layers = []
+        for layer, (key, value) in enumerate(kv):
+            keys = key.new_zeros((len(matches), key.shape[1], past, key.shape[3]))
+            values = value.new_zeros((len(matches), value.shape[1], past, value.shape[3]))
+            for row, (row_kv, n) in enumerate(matches):
+                if n:
+                    keys[row, :, past - n:] = row_kv[layer][0][0, :, :n]
+                    values[row, :, past - n:] = row_kv[layer][1][0, :, :n]
+            layers.append((keys, values))
+        return spare_columns_cache(layers)
+
+    @staticmethod
+    def _row_kv(cache, mask, row: int) -> list[tuple[Any, Any]]:
+        """One row's keys and values [1, heads, tokens, dim] per layer, its padding columns left out."""
+        columns = mask[row].nonzero().squeeze(-1)  # index_select: 2.6x faster than indexing with it on CPU
+        return [(layer.keys[row:row + 1].index_select(2, columns),
+                 layer.values[row:row + 1].index_select(2, columns)) for layer in cache.layers]
 
     def _sample_rows(self, logits, requests: list[_Request]) -> list[int]:
         tokens, logprobs = self._sample(logits.float(), [r.sampling for r in requests])
@@ -265,6 +383,14 @@ class HFEngine:
         import torch
 
         keep = [i for i, r in enumerate(batch.requests) if r.finish is None]
+        if self.prefix_cache is not None:  # finished rows leave the KV of their prompt and sampled tokens
+            for i, r in enumerate(batch.requests):
+                if r.finish is not None:
+                    ran, kv = r.prompt_ids + r.token_ids[:-1], self._row_kv(batch.cache, batch.mask, i)
+                    if kv[0][0].shape[2] != len(ran):
+                        raise RuntimeError(f"a finished row holds KV of {kv[0][0].shape[2]} tokens, "
+                                           f"but ran {len(ran)}: the batch's cache and mask disagree")
+                    self.prefix_cache.add(ran, kv)
         if not keep:
             return None
         if len(keep) < len(batch.requests):
@@ -304,3 +430,5 @@ class HFEngine:
     def _load(self, state: dict[str, Any], version: int) -> None:
         self.model.load_state_dict(state, strict=True)
         self.version = version
+        if self.prefix_cache is not None:  # the cached KV came from the old weights
+            self.prefix_cache.clear()
