@@ -2,7 +2,7 @@
 A request that finds its replica idle is split (the first chunk searched here, the rest sent to the peers'
 search_here); a request that arrives while another is in flight is not; a failed chunk leaves the replica
 idle again. A direct-port request of several queries that finds its replica busy goes through the
-deployment's router; a lone query stays."""
+deployment's router, and so does one large enough to split; a lone query stays."""
 
 from __future__ import annotations
 
@@ -102,3 +102,12 @@ def test_a_direct_request_is_searched_here_when_idle_and_routed_when_busy_unless
     assert alone == [["a@here"], ["b@here"]] and first == [["c@here"], ["d@here"]]
     assert second == [["x@peer"], ["y@peer"]] and third == [["e@here"], ["f@here"]] and lone == [["z@here"]]
     assert peers.routed == [["x", "y"]] and server.in_flight == 0
+
+
+def test_a_direct_request_large_enough_to_split_goes_through_the_router_even_when_idle():
+    """Searched here, its chunk's trip through the router could land on this same replica (the router
+    never saw the direct request), serialising the halves; routed, the router counts it where it runs."""
+    peers = FakePeers()
+    server = replica(peers)
+    assert asyncio.run(server.search_direct(list("abcd"), 1)) == [[f"{q}@peer"] for q in "abcd"]
+    assert peers.routed == [list("abcd")] and peers.calls == [] and server.in_flight == 0
