@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ NUCLEUS_TOPK = 256
 SPARE_COLUMNS = 128
 
 
+@functools.cache
 def spare_columns_layer_class():
     """transformers' ``DynamicLayer`` with free columns after its tokens (built on first use: importing
     this module imports no torch). ``DynamicLayer.update`` concatenates the past with each new token, a
@@ -61,21 +63,16 @@ def spare_columns_layer_class():
     return SpareColumnsLayer
 
 
-_SPARE_COLUMNS_LAYER = None
-
-
 def spare_columns_cache(filled=()):
     """A DynamicCache of :func:`spare_columns_layer_class` layers, holding ``filled`` (keys, values) per
     layer if given."""
     from transformers.cache_utils import DynamicCache
 
-    global _SPARE_COLUMNS_LAYER
-    if _SPARE_COLUMNS_LAYER is None:
-        _SPARE_COLUMNS_LAYER = spare_columns_layer_class()
+    layer_class = spare_columns_layer_class()
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _SPARE_COLUMNS_LAYER
+    cache.layer_class_to_replicate = layer_class
     for keys, values in filled:
-        layer = _SPARE_COLUMNS_LAYER()
+        layer = layer_class()
         layer.update(keys, values)
         cache.layers.append(layer)
     return cache
