@@ -6,8 +6,10 @@ re-run with another learning rate, warm start or reward would continue the old r
 folder records the config it was trained with (``identity.json``), and a run whose config differs moves
 the old run aside (nothing is deleted) and starts afresh, naming the keys that differ.
 
-What may change without a new run: where things live and how they are served, tracked, evaluated or
-scheduled (``IGNORED_SECTIONS``), and how long the run is and how often it checkpoints (``IGNORED_TRAIN``).
+What may change without a new run: where things live and how they are tracked, evaluated or scheduled
+(``IGNORED_SECTIONS``), how the retriever and the generator are served, and how long the run is and how
+often it checkpoints (``IGNORED_KEYS``). A recorded identity is read through the same filter, so a serving
+option added in a later version (``retriever.chunk_timeout_s`` was) does not start a finished run afresh.
 """
 
 from __future__ import annotations
@@ -26,14 +28,32 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "identity.json"
 RUN_ARTIFACTS = ("warm_start", "ray_train")  # what a re-run would otherwise resume from
 IGNORED_SECTIONS = ("name", "paths", "cluster", "serve", "tracking", "inference", "evaluation", "demo")
-IGNORED_TRAIN = ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir",
-                 "resume", "log_episodes", "eval_every", "eval_questions")
+IGNORED_KEYS = {
+    "train": ("steps", "checkpoint_every", "checkpoints_to_keep", "max_failures", "torch_threads", "dir",
+              "resume", "log_episodes", "eval_every", "eval_questions"),
+    # Where and how the services run, batch, time out and retry: the same docs and answers either way.
+    "retriever": ("url", "direct_port", "app_name", "route_prefix", "num_replicas", "num_cpus", "num_gpus",
+                  "index_shards", "torch_threads", "encoder_max_batch_size", "encoder_batch_wait_s",
+                  "max_ongoing_requests", "split_min_queries", "chunk_timeout_s", "max_queries",
+                  "max_body_bytes", "timeout_s", "retries", "use_handle", "health_check"),
+    "generator": ("served_model_name", "base_url", "api_key_env", "app_name", "route_prefix", "num_replicas",
+                  "num_cpus", "num_gpus", "torch_threads", "tensor_parallel_size", "gpu_memory_utilization",
+                  "timeout_s", "retries", "max_concurrency", "max_ongoing_requests", "max_batch_size",
+                  "batch_wait_s", "max_body_bytes", "reader_cache_entries", "use_handle"),
+}
 
 
 def training_identity(cfg: S3Config) -> dict[str, Any]:
     """The resolved config (as JSON values), less what a run may change and still resume."""
-    identity = {k: v for k, v in cfg.to_dict().items() if k not in IGNORED_SECTIONS}
-    identity["train"] = {k: v for k, v in identity["train"].items() if k not in IGNORED_TRAIN}
+    return without_ignored(cfg.to_dict())
+
+
+def without_ignored(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict less ``IGNORED_SECTIONS`` and ``IGNORED_KEYS`` (a section's other keys kept)."""
+    identity = {k: v for k, v in config.items() if k not in IGNORED_SECTIONS}
+    for section, ignored in IGNORED_KEYS.items():
+        if isinstance(identity.get(section), dict):
+            identity[section] = {k: v for k, v in identity[section].items() if k not in ignored}
     return identity
 
 
@@ -57,7 +77,7 @@ def claim_train_dir(cfg: S3Config) -> Path | None:
     train_dir.mkdir(parents=True, exist_ok=True)
     identity = training_identity(cfg)
     path = train_dir / IDENTITY_FILE
-    recorded = json.loads(path.read_text()) if path.exists() else None
+    recorded = without_ignored(json.loads(path.read_text())) if path.exists() else None
     present = [name for name in RUN_ARTIFACTS if (train_dir / name).exists()]
     moved_to = None
     if present and recorded != identity:

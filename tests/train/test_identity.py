@@ -42,6 +42,24 @@ def test_another_config_moves_the_old_run_aside_and_names_what_changed(tmp_path,
     assert claim_train_dir(other) is None
 
 
+def test_serving_options_even_ones_the_recorded_run_predates_resume_and_what_is_retrieved_does_not(tmp_path):
+    cfg = load_config("test", [f"paths.work_dir={tmp_path}"])
+    claim_train_dir(cfg)
+    make_run(cfg.train.dir, "run 1")
+    served = load_config("test", [f"paths.work_dir={tmp_path}", "retriever.num_replicas=3",
+                                  "retriever.chunk_timeout_s=5", "generator.max_batch_size=4",
+                                  "generator.timeout_s=9"])
+    assert claim_train_dir(served) is None
+    # A run recorded by an older version: every retriever option written, one of today's not yet there.
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("paths", "tracking")}
+    del old["retriever"]["chunk_timeout_s"]
+    (cfg.train.dir / IDENTITY_FILE).write_text(json.dumps(old))
+    assert claim_train_dir(cfg) is None
+    assert (cfg.train.dir / "warm_start" / "model.txt").read_text() == "run 1"
+    other = load_config("test", [f"paths.work_dir={tmp_path}", "retriever.backend=bm25"])
+    assert claim_train_dir(other) is not None
+
+
 def test_a_run_without_a_recorded_config_is_not_resumed(tmp_path):
     cfg = load_config("test", [f"paths.work_dir={tmp_path}"])
     make_run(cfg.train.dir, "unknown")
