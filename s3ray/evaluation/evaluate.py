@@ -11,6 +11,8 @@ Scores: GenAcc (span match, else the LLM judge when enabled), EM and token F1.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,12 @@ def prediction_of(ctx: GatheredContext, output: str, style: str = "s3ray") -> st
     return extract_cot_answer(output, first=style != "s3ray") if ctx.answer_mode == "cot" else output
 
 
+def context_digest(ctx: GatheredContext) -> str:
+    """What a result was scored from, stored with it: a context gathered again since (another searcher's
+    docs) is scored again."""
+    return hashlib.sha256(json.dumps(ctx.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def context_words(ctx: GatheredContext) -> int:
     return sum(len(d.title.split()) + len(d.text.split()) for d in ctx.docs)
 
@@ -59,14 +67,21 @@ async def score_contexts(contexts: list[GatheredContext], generator, scorer, gat
              "question": c.question, "golden_answers": list(c.golden_answers), "answer_mode": c.answer_mode,
              "prediction": p, "raw_output": out, "genacc": float(s.genacc), "span": bool(s.span),
              "judge": s.judge, "em": float(s.em), "f1": float(s.f1), "decided_by": s.decided_by,
-             "num_docs": len(c.docs), "context_words": context_words(c)}
+             "num_docs": len(c.docs), "context_words": context_words(c), "context_digest": context_digest(c)}
             for c, out, p, s in zip(contexts, outputs, predictions, scores, strict=True)]
 
 
 def unscored(contexts_file: Path, results_file: Path) -> tuple[list[GatheredContext], dict[str, dict]]:
-    """(contexts without a result yet, sorted by id; the results already there)."""
+    """(contexts without a result of their own yet, sorted by id; the results already there). A result
+    scored from another context of its question (one gathered again since) is not one of its own."""
     contexts = [GatheredContext.from_dict(r) for r in read_records(contexts_file).values()]
-    done = read_records(results_file)
+    digests = {c.question_id: context_digest(c) for c in contexts}
+    results = read_records(results_file)
+    done = {qid: r for qid, r in results.items() if qid in digests and r.get("context_digest") == digests[qid]}
+    rescored = sum(qid in digests for qid in results) - len(done)
+    if rescored:
+        log.info("%s: %d result(s) were scored from other contexts than %s holds now: scored again",
+                 results_file, rescored, contexts_file)
     return sorted((c for c in contexts if c.question_id not in done), key=lambda c: c.question_id), done
 
 

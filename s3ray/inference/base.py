@@ -58,6 +58,13 @@ class ContextGatherer(ABC):
     @abstractmethod
     async def gather(self, questions: list[Question]) -> list[GatheredContext]: ...
 
+    @property
+    def made_by(self) -> str:
+        """What makes this gatherer's contexts, stored with each one (``made_by``): a re-run of infer gathers
+        again every context another maker made, such as a searcher trained further since. The name, for a
+        gatherer whose contexts follow from the config alone."""
+        return self.name
+
     def close(self) -> None:
         """Release what the gatherer holds (actors, pools); called once after the last batch."""
         return None  # most gatherers hold only HTTP clients

@@ -4,7 +4,8 @@
 
 Questions go through the gatherer in batches of ``inference.batch_size`` (the last batch may be
 short; nothing is dropped). Each finished batch is appended at once, so a crash loses at most the
-batch in flight, and a re-run only gathers the questions missing from the file.
+batch in flight, and a re-run only gathers the questions missing from the file, or made by another
+maker than the gatherer's now (``ContextGatherer.made_by``: a searcher trained further since).
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], p
     come at most every ``progress_every_s`` seconds (0: after every batch)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    done = read_records(path)
-    todo = [q for q in questions if q.id not in done]
     label = label or f"{gatherer.name}/{path.stem}"
+    made_by = gatherer.made_by
+    done = read_records(path)
+    stale = sorted(qid for qid, r in done.items() if r.get("made_by") != made_by)
+    if stale:
+        log.warning("%s: %d context(s) in %s were made by %r, not by %r: gathered again", label, len(stale),
+                    path, done[stale[0]].get("made_by"), made_by)
+        for qid in stale:
+            del done[qid]
+    todo = [q for q in questions if q.id not in done]
     if done:
         log.info("%s: %d of %d questions already gathered", label, len(questions) - len(todo), len(questions))
     progress = ProgressLog(log, f"infer {label}", len(todo), "question", progress_every_s)
@@ -59,7 +67,7 @@ async def gather_dataset(gatherer: ContextGatherer, questions: list[Question], p
         got = [c.question_id for c in contexts]
         if got != [q.id for q in batch]:
             raise RuntimeError(f"{label}: gatherer returned contexts for {got[:3]}... instead of the batch")
-        records = [c.to_dict() for c in contexts]
+        records = [c.to_dict() | {"made_by": made_by} for c in contexts]
         append_records(path, records)
         done.update((r["question_id"], r) for r in records)
         progress.update(i + len(batch))

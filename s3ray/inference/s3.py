@@ -9,6 +9,8 @@ instead of a checkpoint: the row that says what the warm start imitated, and so 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -50,6 +52,14 @@ def searcher_checkpoint(cfg: S3Config) -> Path:
     return fallback
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """A digest of every file's name, size and modification time under ``folder``: it changes when the
+    training export is written again (a longer run, another config), without reading gigabytes of weights."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
 def variant_config(cfg: S3Config, name: str) -> S3Config:
     use_selection, use_initial_docs = S3_VARIANTS[name]
     data = cfg.to_dict()
@@ -86,6 +96,12 @@ class S3Gatherer(ContextGatherer):
             raise RuntimeError(f"rollout pool returned {len(episodes)} episodes for {len(questions)} "
                                "questions")
         return [self._context(q, ep) for q, ep in zip(questions, episodes, strict=True)]
+
+    @property
+    def made_by(self) -> str:
+        if self.policy != "model":
+            return f"{self.name} teacher:{self.cfg.train.warm_start.teacher}"
+        return f"{self.name} {self.model_dir} {folder_fingerprint(self.model_dir)}"
 
     def _context(self, question: Question, episode) -> GatheredContext:
         source = str(self.model_dir) if self.policy == "model" else f"teacher:{self.cfg.train.warm_start.teacher}"

@@ -86,7 +86,8 @@ def test_evaluate_reports_scored_results_to_files_and_mlflow_without_rescoring(t
         append_records(ev.context_path(cfg, gatherer, "hotpotqa"), [c.to_dict() for c in contexts])
         append_records(ev.result_path(cfg, gatherer, "hotpotqa"), [
             {"question_id": c.question_id, "gatherer": gatherer, "dataset": "hotpotqa", "genacc": ok,
-             "em": 0.0, "f1": 0.5, "decided_by": "span" if ok else "none", "num_docs": 0, "context_words": 0}
+             "em": 0.0, "f1": 0.5, "decided_by": "span" if ok else "none", "num_docs": 0, "context_words": 0,
+             "context_digest": ev.context_digest(c)}
             for c, ok in zip(contexts, correct, strict=True)])
     out = ev.evaluate(cfg)  # every context is scored already: no generator or scorer is needed
     assert out == cfg.evaluation.dir
@@ -98,3 +99,19 @@ def test_evaluate_reports_scored_results_to_files_and_mlflow_without_rescoring(t
     assert run.data.metrics["genacc.s3.average"] == 1.0 and run.data.metrics["genacc.naive_rag.hotpotqa"] == 0.5
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "report")}
     assert {"report/table.md", "report/table.csv", "report/genacc.png"} <= artifacts
+
+
+def test_a_context_gathered_again_since_its_score_is_scored_again(tmp_path):
+    from s3ray.scoring.genacc import GenAccScorer
+
+    gold = Doc("d1", "Tinted Windows", "The band first played in Tulsa, Oklahoma.")
+    contexts, results = tmp_path / "contexts.jsonl", tmp_path / "results.jsonl"
+    append_records(contexts, [ctx(1, "rag").to_dict(), ctx(2, "rag").to_dict()])
+    generator, scorer = RecordingGenerator([]), GenAccScorer(None)
+    asyncio.run(ev.evaluate_file(contexts, results, generator, scorer, "g", "hotpotqa", batch_size=2))
+    assert [r["genacc"] for r in read_records(results).values()] == [0.0, 0.0]
+    # q2 gathered again (a searcher trained further found the doc): only q2 is scored again.
+    append_records(contexts, [ctx(2, "rag", [gold]).to_dict()])
+    n = asyncio.run(ev.evaluate_file(contexts, results, generator, scorer, "g", "hotpotqa", batch_size=2))
+    assert n == 1 and len(generator.prompts) == 3
+    assert {q: r["genacc"] for q, r in read_records(results).items()} == {"q1": 0.0, "q2": 1.0}

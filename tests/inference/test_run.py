@@ -77,6 +77,45 @@ def test_rerun_skips_finished_questions_and_a_crash_loses_only_the_batch_in_flig
     assert again.batches == [] and path.read_bytes() == first
 
 
+class MakerGatherer(CountingGatherer):
+    """A gatherer whose contexts come from a named maker (a searcher checkpoint, say)."""
+
+    def __init__(self, maker: str):
+        super().__init__()
+        self.maker = maker
+
+    @property
+    def made_by(self) -> str:
+        return self.maker
+
+
+def test_contexts_of_another_maker_are_gathered_again_and_the_rest_kept(tmp_path, caplog):
+    path = tmp_path / "ds.jsonl"
+    asyncio.run(run.gather_dataset(MakerGatherer("step 60"), shuffled_questions(4), path, batch_size=3))
+    assert {r["made_by"] for r in read_records(path).values()} == {"step 60"}
+    same = MakerGatherer("step 60")
+    assert asyncio.run(run.gather_dataset(same, shuffled_questions(4), path, batch_size=3)) == 0
+    newer = MakerGatherer("step 120")
+    assert asyncio.run(run.gather_dataset(newer, shuffled_questions(4), path, batch_size=3)) == 4
+    assert {r["made_by"] for r in read_records(path).values()} == {"step 120"}
+    assert len(path.read_text().splitlines()) == 4 and "made by 'step 60', not by 'step 120'" in caplog.text
+
+
+def test_the_s3_gatherer_is_made_by_its_checkpoint_as_written_last(tmp_path):
+    from s3ray.inference.s3 import S3Gatherer
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"step 60")
+    cfg = load_config("test", [f"paths.work_dir={tmp_path}", f"inference.searcher_checkpoint={export}"])
+    searcher, teacher = S3Gatherer(cfg, "s3"), S3Gatherer(cfg, "s3_teacher")
+    before = searcher.made_by
+    assert str(export) in before and before == S3Gatherer(cfg, "s3").made_by
+    (export / "model.safetensors").write_bytes(b"step 120")  # the export written again
+    assert searcher.made_by != before
+    assert teacher.made_by == f"s3_teacher teacher:{cfg.train.warm_start.teacher}"  # no checkpoint: the config
+
+
 def test_a_torn_last_line_is_redone(tmp_path, caplog):
     path = tmp_path / "ds.jsonl"
     asyncio.run(run.gather_dataset(CountingGatherer(), shuffled_questions(3), path, batch_size=3))
