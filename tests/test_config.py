@@ -101,7 +101,7 @@ def test_the_smollm2_presets_share_its_levers():
         cfg = load_config(preset)
         assert (cfg.policy.model, cfg.policy.dtype, cfg.train.logp_old) == (
             "bundled:smollm2-135m-instruct", "auto", "rollout"), preset
-        assert cfg.demo.stage_timeout_s == 7200, preset
+        assert cfg.demo.stage_timeout_s >= 7200, preset  # a SmolLM2 train stage runs for hours on 2 cores
     assert load_config("learning_check_smollm2").bridge_world.company_facts == 4  # its world stays its own
 
 
