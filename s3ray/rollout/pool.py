@@ -47,6 +47,14 @@ PING_BACKOFF_S = 1.0
 PROGRESS_POLL_MIN_S = 1.0  # with tracking.progress_every_s=0, the actors are asked at most once a second
 
 
+def actor_lost_errors() -> tuple[type[BaseException], ...]:
+    """What a call raises when its actor's process died: ``RayActorError``, or ``OutOfMemoryError`` when
+    Ray's memory monitor killed it (not a ``RayActorError`` in Ray 2.60). The actor restarts either way."""
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    return RayActorError, OutOfMemoryError
+
+
 class WeightsNeeded(RuntimeError):
     """A live rollout actor lacks the latest weights and only the trainer can send them (they came over
     NCCL and the actor restarted since). The pool keeps the batch: publish again, then ``resume()``."""
@@ -152,8 +160,6 @@ class RolloutPool:
     async def _ready(self, actor) -> bool:
         """Ping ``actor`` (waiting out a restart) and bring it to the latest weights; False if it is gone
         for good (restarts spent, and then it leaves the pool) or cannot get them (NCCL weights)."""
-        from ray.exceptions import RayActorError
-
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
             try:
@@ -166,7 +172,7 @@ class RolloutPool:
                         return False
                     await actor.update_weights.remote(ref, version)  # top level: the actor resolves it
                 return True
-            except RayActorError:
+            except actor_lost_errors():
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(PING_BACKOFF_S)
@@ -202,8 +208,6 @@ class RolloutPool:
         return RuntimeError("no live rollout actor: their restarts (rollout.max_actor_restarts) are spent")
 
     async def _finish(self, batch: Batch) -> list:
-        from ray.exceptions import RayActorError
-
         live = await self._up()
         if not live or len(live) < len(self.actors):  # a restarted actor waits for the trainer's weights
             raise self._missing()
@@ -226,7 +230,7 @@ class RolloutPool:
                 actor, chunk = running.pop(task)
                 try:
                     episodes = task.result()
-                except RayActorError as exc:
+                except actor_lost_errors() as exc:
                     batch.reruns += 1
                     log.warning("rollout actor died mid-batch (%s); re-running its %d episodes", exc, len(chunk))
                     if not await self._ready(actor):
