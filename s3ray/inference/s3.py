@@ -98,16 +98,19 @@ class S3Gatherer(ContextGatherer):
         return [self._context(q, ep) for q, ep in zip(questions, episodes, strict=True)]
 
     @property
+    def checkpoint(self) -> str:
+        """What plays the searcher: its checkpoint folder, or the rule-based teacher."""
+        return str(self.model_dir) if self.policy == "model" else f"teacher:{self.cfg.train.warm_start.teacher}"
+
+    @property
     def made_by(self) -> str:
-        if self.policy != "model":
-            return f"{self.name} teacher:{self.cfg.train.warm_start.teacher}"
-        return f"{self.name} {self.model_dir} {folder_fingerprint(self.model_dir)}"
+        fingerprint = f" {folder_fingerprint(self.model_dir)}" if self.policy == "model" else ""
+        return f"{self.name} {self.checkpoint}{fingerprint}"
 
     def _context(self, question: Question, episode) -> GatheredContext:
-        source = str(self.model_dir) if self.policy == "model" else f"teacher:{self.cfg.train.warm_start.teacher}"
         # turns and queries as every other gatherer records them (the queries the retriever ran; a final
         # turn's query is never run), and the whole episode for reading
-        trace = {"checkpoint": source, "turns": len(episode.turns), "queries": episode.queries,
+        trace = {"checkpoint": self.checkpoint, "turns": len(episode.turns), "queries": episode.queries,
                  "episode_text": episode.text}
         return GatheredContext.of(question, list(episode.context), trace)
 
