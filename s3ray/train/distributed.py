@@ -40,11 +40,20 @@ def barrier() -> None:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (a copy; ``t`` itself is untouched)."""
+    return _all_reduce(t, "SUM")
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of ``t`` over the ranks (a copy; ``t`` itself is untouched)."""
+    return _all_reduce(t, "MAX")
+
+
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     dist = process_group()
     if dist is None:
         return t
     out = t.detach().clone()
-    dist.all_reduce(out)
+    dist.all_reduce(out, op=getattr(dist.ReduceOp, op))
     return out
 
 

@@ -146,3 +146,46 @@ def test_a_lora_policy_trains_and_publishes_under_fsdp(random_lm_dir, tmp_path):
     assert set(state) == set(base)  # Hugging Face names, adapters merged in
     q = next(k for k in state if k.endswith("q_proj.weight"))
     assert not torch.equal(state[q], base[q])
+
+
+def _skipping_and_every_row(rank: int, world: int, model_dir: str, out: str) -> None:
+    """Rank 0 holds a group with signal and one without, rank 1 two without: rank 1 runs as many
+    micro-batches of no gradient as rank 0 runs, else FSDP's gathers would not pair up."""
+    from s3ray.train import update
+    from s3ray.train.distributed import hf_full_state
+
+    cfg = TrainConfig(strategy="fsdp", num_workers=2, algorithm="grpo", grpo_group_size=2, batch_size=4,
+                      mini_batch_size=8, micro_batch_size=1, kl_coef=0.0, entropy_coef=0.0, actor_lr=1e-2,
+                      logp_old="rollout")
+    episodes = random_episodes(8, seed=7)
+    for i, ep in enumerate(episodes):
+        ep.question_id, ep.sample_index = f"g{i // 2}", i % 2
+        if i >= 2:
+            ep.reward = 0.5
+    shard = collate_episodes(episodes[4 * rank:4 * rank + 4], pad_id=0)
+    results, micro_batches = {}, []
+    for name in ("skipping", "every_row"):
+        if name == "every_row":
+            update.rows_with_gradient = lambda prepared, rows, learner, cfg: rows
+        torch.manual_seed(0)
+        learner = build_learner(Path(model_dir), PolicyConfig(), cfg, CPU)
+        prepared, _ = prepare_batch(shard, learner, cfg)
+        micro_batches.append(len(update.accumulate_gradients(prepared, torch.arange(4), learner, cfg)))
+        learner.actor_optim.step()
+        results[name] = hf_full_state(learner.actor)
+    if rank == 0:
+        torch.save({**results, "micro_batches": micro_batches}, out)
+
+
+def test_ranks_without_signal_run_as_many_micro_batches_and_the_step_equals_every_row_run(random_lm_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "skip.pt"
+    run_ranks(_skipping_and_every_row, 2, str(random_lm_dir), str(out))
+    result = torch.load(out, weights_only=False)
+    assert result["micro_batches"] == [2, 4]  # rank 0: its group with signal, not the one without
+    base = AutoModelForCausalLM.from_pretrained(random_lm_dir).state_dict()
+    assert any(not torch.equal(result["skipping"][k], base[k]) for k in base)
+    assert result["skipping"].keys() == result["every_row"].keys()
+    for k, weight in result["skipping"].items():
+        torch.testing.assert_close(weight, result["every_row"][k], rtol=1e-5, atol=1e-6, msg=k)

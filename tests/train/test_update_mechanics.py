@@ -4,6 +4,7 @@ in value and gradient."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import torch
@@ -131,3 +132,57 @@ def test_the_update_order_keeps_each_group_together_and_shuffles_the_rest():
         assert all(len(set(runs[i:i + 4])) == 1 for i in range(0, 16, 4))  # contiguous groups of 4
     assert len({tuple(o) for o in orders}) > 1
     assert len({tuple(group_ids[r] for r in o[::4]) for o in orders}) > 1  # the groups' order varies too
+
+
+def grpo_groups(num_groups: int, flat_groups: set[int], seed: int) -> list[Episode]:
+    """Groups of 4 with random rewards, except ``flat_groups``, whose episodes all score 0.5 (advantage 0)."""
+    episodes = random_episodes(4 * num_groups, seed=seed)
+    for i, ep in enumerate(episodes):
+        ep.question_id, ep.sample_index = f"g{i // 4}", i % 4
+        if i // 4 in flat_groups:
+            ep.reward = 0.5
+    return episodes
+
+
+def test_episodes_without_advantage_are_skipped_and_the_weights_move_as_if_they_had_run(random_lm_dir, monkeypatch):
+    """GRPO without an entropy bonus or a KL term: the update runs only the episodes whose advantage is not
+    0 (and one row of a mini-batch that has none, for Adam's step), and ends at the same weights as the
+    update that runs every episode; a step of no signal between two of signal still moves them
+    (momentum)."""
+    from s3ray.train import update
+
+    cfg = TrainConfig(algorithm="grpo", grpo_group_size=4, batch_size=4, mini_batch_size=8, micro_batch_size=2,
+                      kl_coef=0.0, entropy_coef=0.0, actor_lr=1e-2, logp_old="rollout")
+    batches = [collate_episodes(grpo_groups(4, flat, seed), pad_id=0)
+               for flat, seed in (({1}, 4), ({0, 1, 2, 3}, 5), ({2}, 6))]
+
+    def train() -> tuple[list[dict[str, torch.Tensor]], int]:
+        torch.manual_seed(0)
+        learner = build_learner(random_lm_dir, PolicyConfig(), cfg, CPU)
+        rows_run = 0
+        real = update.token_logprobs
+
+        def counting(model, batch, *args, **kwargs):
+            nonlocal rows_run
+            rows_run += len(batch)
+            return real(model, batch, *args, **kwargs)
+
+        monkeypatch.setattr(update, "token_logprobs", counting)
+        weights = []
+        for batch in batches:
+            prepared, _ = prepare_batch(batch, learner, cfg)
+            ppo_epochs(prepared, learner, cfg, num_minibatches=2, generator=torch.Generator().manual_seed(1))
+            weights.append({n: p.detach().clone() for n, p in learner.actor.named_parameters()})
+        monkeypatch.undo()
+        return weights, rows_run
+
+    skipping, rows_skipping = train()
+    monkeypatch.setattr(update, "rows_with_gradient", lambda prepared, rows, learner, cfg: rows)
+    every_row, rows_every = train()
+    # 12 of 16 rows carry signal, then none (one row per mini-batch of 8 runs), then 12.
+    assert (rows_skipping, rows_every) == (12 + 2 + 12, 3 * 16)
+    moved = [any(not torch.equal(a[n], b[n]) for n in a) for a, b in itertools.pairwise(every_row)]
+    assert all(moved)  # the step without signal too
+    for step, (a, b) in enumerate(zip(skipping, every_row, strict=True)):
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=f"step {step + 1} {name}")
