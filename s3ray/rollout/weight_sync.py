@@ -206,13 +206,14 @@ class NcclSync:
 
     def publish(self, weights: Weights, version: int) -> None:
         import torch
-        from ray.exceptions import RayActorError
+
+        from s3ray.rollout.pool import actor_lost_errors
 
         members = self._live_members()
         if members != self.members:
             try:
                 self._connect(members)
-            except (RayActorError, TimeoutError) as err:
+            except (*actor_lost_errors(), TimeoutError) as err:
                 # An actor died between the member list and the group's init: the group never formed.
                 # Once more with the actors alive now (a restarted one has a new pid and joins afresh).
                 log.warning("weight transfer group did not form (%s); re-forming with the live actors", err)

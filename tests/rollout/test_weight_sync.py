@@ -9,6 +9,7 @@ import types
 
 import pytest
 import torch
+from ray.exceptions import OutOfMemoryError, RayActorError
 
 from s3ray.config import load_config
 from s3ray.rollout import weight_sync
@@ -123,8 +124,6 @@ def test_nccl_transfer_numbers_the_engines_and_a_restarted_actor_waits_for_the_n
 
 
 def test_two_nccl_actors_dying_in_one_batch_leave_it_to_the_third():
-    from ray.exceptions import RayActorError
-
     pool = fake_pool(3)
     nccl_publish(pool, 9)
     for actor in pool.actors[:2]:
@@ -197,9 +196,9 @@ def test_a_transfer_step_that_never_finishes_fails_naming_it(monkeypatch):
     assert len(cancelled) == 1  # nothing left waiting on the call
 
 
-def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
-    from ray.exceptions import RayActorError
-
+# A crash, or Ray's memory monitor (OutOfMemoryError, not a RayActorError in Ray 2.60)
+@pytest.mark.parametrize("lost", [RayActorError(), OutOfMemoryError("killed for memory")], ids=type)
+def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm, lost):
     pool = fake_pool(2)
     dying = pool.actors[1]
     answer = dying._weight_transfer
@@ -207,7 +206,7 @@ def test_an_actor_that_dies_between_membership_and_init_is_handled(fake_vllm):
     async def die_at_first_init(step, payload=None):
         if step == "init" and dying.pid == 1001:
             dying.restart()  # Ray restarts it; the call that was in flight fails
-            raise RayActorError()
+            raise lost
         return await answer(step, payload)
 
     dying.weight_transfer = Remote(die_at_first_init)
