@@ -15,6 +15,7 @@ from typing import Any, Literal
 from s3ray.agent.environment import S3Environment
 from s3ray.agent.episode import Episode
 from s3ray.config import S3Config
+from s3ray.heap import release_free_heap
 from s3ray.rollout.engine import EngineDied, SamplingParams
 from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
@@ -136,6 +137,8 @@ class RolloutActor:
             os._exit(1)
         finally:
             del self.episodes_done[progress_key]
+            if not self.episodes_done:  # idle now, through the trainer's update: hand its memory back
+                release_free_heap()
         return list(episodes)
 
     async def progress(self, progress_key: str) -> int:
@@ -150,6 +153,7 @@ class RolloutActor:
         """The object-store strategy: ``state`` arrives resolved (a top-level ref argument)."""
         await self.engine.load_state_dict(state, version)
         self.pushed_version = version
+        release_free_heap()  # the old weights and the received state's copy
         return version
 
     async def weight_transfer(self, step: str, payload: Any = None) -> None:

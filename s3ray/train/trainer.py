@@ -35,6 +35,7 @@ import torch
 from s3ray.agent.episode import Episode
 from s3ray.cluster import set_torch_threads
 from s3ray.config import S3Config
+from s3ray.heap import release_free_heap
 from s3ray.precision import compute_dtype
 from s3ray.progress import ProgressLog, show_info_logs
 from s3ray.rollout.pool import WeightsNeeded
@@ -183,6 +184,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 update_metrics = ppo_epochs(prepared, learner, tc, num_minibatches(num_episodes, tc))
             with clock.section("publish"):
                 publish(learner, weights, step, wire)
+            release_free_heap()  # the update's activations, freed, go back to the OS for the rollout actors
             update_metrics = distributed.mean_across_ranks(update_metrics, device)
             tokens = distributed.all_reduce_sum(torch.tensor(float(batch.attention_mask.sum()), device=device))
             metrics = {**stats, **prep_metrics, **update_metrics, "data_position": step * tc.batch_size,
