@@ -4,7 +4,7 @@ glibc keeps what ``free`` returns in its arenas (one per thread that allocated, 
 next ``malloc``; torch's CPU tensors below glibc's mmap threshold come from there. A rollout actor that
 ran a batch then sits idle through the update holding gigabytes nobody uses, and the train worker holds
 its update's activations through the rollout: on a 24 GB machine, Ray's memory monitor killed rollout
-actors for memory every step (demo_smollm2, 2026-12-06). Measured in one SmolLM2 rollout engine after a
+actors for memory at most steps (demo_smollm2, 2026-12-06). Measured in one SmolLM2 rollout engine after a
 GRPO-shaped round (16 episodes of ~1,500-token prompts, two turns, a weight load): 3,771 MB private
 memory, 1,489 MB after ``malloc_trim(0)`` (``MALLOC_ARENA_MAX=2``, fewer arenas: 2,521 MB).
 """
