@@ -399,6 +399,11 @@ class WarmStartConfig(Section):
     epochs: int = Field(2, ge=1)
     num_questions: int = Field(256, ge=1)  # RL trains on the other questions when enough are left
     samples_per_question: int = Field(1, ge=1)  # teacher episodes per question (format: one per draw)
+    # filtered: a seeded num_questions of the training filter's questions, and RL on the rest; answered:
+    # up to num_questions of those the filter dropped because naive RAG answers them (GBR pays nothing
+    # there, so RL never uses them, while the teacher's turns on them show the format as well), and RL
+    # on every filtered question
+    questions: Literal["filtered", "answered"] = "filtered"
     lr: float = 1e-3
     batch_size: int = Field(8, ge=1)
 

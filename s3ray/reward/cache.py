@@ -95,6 +95,16 @@ def filter_training(questions: list[Question], cache: RagCache, drop_yes_no: boo
     return kept
 
 
+def answered_questions(cfg: S3Config) -> list[Question]:
+    """The training questions the filter drops because naive RAG answers them (yes/no ones left out when
+    the filter drops those): no Gain Beyond RAG can be earned on them."""
+    from s3ray.data.qa import load_datasets
+
+    cache = RagCache.for_config(cfg)
+    return [q for q in load_datasets(cfg.data.train) if not (cfg.rag_cache.drop_yes_no and is_yes_no(q))
+            and q.id in cache and cache.get(q.id).genacc >= 1.0]
+
+
 def training_questions(cfg: S3Config) -> list[Question]:
     """The training questions after the filter, for the configured generator/retriever/k."""
     from s3ray.data.qa import load_datasets

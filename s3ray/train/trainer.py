@@ -361,7 +361,7 @@ def train(cfg: S3Config) -> Path:
     import ray
 
     from s3ray.cluster import init_ray
-    from s3ray.reward.cache import training_questions
+    from s3ray.reward.cache import answered_questions, training_questions
     from s3ray.rollout.pool import create_pool
     from s3ray.train.identity import apply_resume_choice, claim_train_dir
     from s3ray.train.memory_plan import check_memory_plan
@@ -387,7 +387,9 @@ def train(cfg: S3Config) -> Path:
         if tc.warm_start.enabled:
             from s3ray.train.warm_start import warm_start, warm_start_questions
 
-            warm, questions = warm_start_questions(questions, cfg)
+            answered = answered_questions(cfg) if tc.warm_start.questions == "answered" else []
+            warm, questions = warm_start_questions(questions, cfg, answered)
+            log.info("warm start on %d %s questions", len(warm), tc.warm_start.questions)
             init_dir = warm_start(cfg, pool, warm, model_dir)
             log.info("RL on %d questions", len(questions))
         run_trainer(cfg, pool, questions, init_dir, resume_from)

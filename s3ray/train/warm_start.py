@@ -75,13 +75,25 @@ def cut_teacher_turns(episodes: Sequence[Any]) -> int:
     return sum(turn.finish_reason == "length" for ep in episodes for turn in ep.turns)
 
 
-def warm_start_questions(questions: Sequence[Question], cfg: S3Config) -> tuple[list[Question], list[Question]]:
-    """(the warm start's questions, RL's): a seeded ``warm_start.num_questions`` of them, and the rest
-    for RL when at least a batch is left (RL on questions the warm start fitted would start from
-    memorised teacher turns), else all of them."""
-    picked = list(questions)
+def warm_start_questions(questions: Sequence[Question], cfg: S3Config, answered: Sequence[Question] = ()
+                         ) -> tuple[list[Question], list[Question]]:
+    """(the warm start's questions, RL's) for ``warm_start.questions``:
+
+    - ``filtered``: a seeded ``warm_start.num_questions`` of ``questions`` (the filter's), and the rest for
+      RL when at least a batch is left (RL on questions the warm start fitted would start from memorised
+      teacher turns), else all of them;
+    - ``answered``: a seeded ``warm_start.num_questions`` of ``answered`` (those naive RAG answers, which
+      earn no reward), and every one of ``questions`` for RL.
+    """
+    ws = cfg.train.warm_start
+    pool = answered if ws.questions == "answered" else questions
+    picked = list(pool)
     random.Random(cfg.train.seed).shuffle(picked)
-    picked = picked[:cfg.train.warm_start.num_questions]
+    picked = picked[:ws.num_questions]
+    if not picked:
+        raise ValueError(f"train.warm_start.questions={ws.questions}: no such training question to warm-start on")
+    if ws.questions == "answered":
+        return picked, list(questions)
     chosen = {q.id for q in picked}
     rest = [q for q in questions if q.id not in chosen]
     return picked, rest if len(rest) >= cfg.train.batch_size else list(questions)

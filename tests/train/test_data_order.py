@@ -41,3 +41,39 @@ def test_rl_trains_on_questions_the_warm_start_did_not_see_when_a_batch_is_left(
     cfg = load_config("test", ["train.warm_start.num_questions=16", "train.batch_size=8"])
     warm, rl = warm_start_questions(questions, cfg)
     assert len(warm) == 16 and rl == questions  # 4 left, fewer than a batch: RL uses them all
+
+
+def test_a_warm_start_on_answered_questions_leaves_every_filtered_question_to_rl():
+    from s3ray.config import load_config
+    from s3ray.train.warm_start import warm_start_questions
+    from s3ray.types import Question
+
+    filtered = [Question(f"q{i}", f"question {i}?", ("a",), "test") for i in range(10)]
+    answered = [Question(f"a{i}", f"answered {i}?", ("a",), "test") for i in range(30)]
+    cfg = load_config("test", ["train.warm_start.questions=answered", "train.warm_start.num_questions=12",
+                               "train.batch_size=8"])
+    warm, rl = warm_start_questions(filtered, cfg, answered)
+    assert rl == filtered
+    assert len(warm) == 12 and {q.id for q in warm} < {q.id for q in answered}
+    assert warm_start_questions(filtered, cfg, answered) == (warm, rl)  # seeded
+    with pytest.raises(ValueError, match="no such training question"):
+        warm_start_questions(filtered, cfg, [])
+
+
+def test_answered_questions_are_the_ones_the_training_filter_drops_for_naive_rag():
+    from s3ray.config import load_config
+    from s3ray.reward import cache as rag_cache
+    from s3ray.reward.record import RagRecord
+    from s3ray.types import Question
+
+    questions = [Question("right", "who?", ("Ada",), "test"), Question("wrong", "what?", ("Bob",), "test"),
+                 Question("yes", "is it?", ("yes",), "test")]
+    cache = rag_cache.RagCache({q.id: RagRecord(q.id, "test", q.question, list(q.golden_answers), [], "Ada",
+                                                float(q.id != "wrong"), q.id != "wrong", None, 0.0, 0.0, "span",
+                                                "reader", "dense", 3, "none") for q in questions}, None)
+    cfg = load_config("test")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rag_cache.RagCache, "for_config", classmethod(lambda cls, cfg: cache))
+        mp.setattr("s3ray.data.qa.load_datasets", lambda specs: questions)
+        assert [q.id for q in rag_cache.answered_questions(cfg)] == ["right"]
+        assert [q.id for q in rag_cache.training_questions(cfg)] == ["wrong"]
