@@ -51,6 +51,11 @@ class Algorithm:
         """A loss term beside the clipped surrogate and the entropy bonus, summed over action tokens."""
         return logp.new_zeros(()), {}
 
+    def extra_loss_is_zero(self, exp: Experience, cfg: TrainConfig) -> bool:
+        """Whether :meth:`extra_loss` is 0 with no gradient on every row of ``exp``: then a row whose
+        advantage is 0 everywhere adds nothing to the loss, and the update skips it."""
+        return True
+
     def loss_denominator(self, action_tokens: torch.Tensor, episodes: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         """What a mini-batch's summed token losses are divided by (``action_tokens`` and ``episodes`` are
         counted over all ranks): its action-token count, a token mean."""
@@ -96,6 +101,9 @@ class GRPO(Algorithm):
             return logp.new_zeros(()), {}
         kl_sum = (losses.kl_k3(logp, micro.logp_ref) * micro.action_mask).sum()
         return cfg.kl_coef * kl_sum, {"kl_loss": (kl_sum / micro.action_mask.sum().clamp(min=1)).item()}
+
+    def extra_loss_is_zero(self, exp: Experience, cfg: TrainConfig) -> bool:
+        return exp.logp_ref is None
 
 
 class DrGRPO(GRPO):

@@ -232,16 +232,17 @@ def accumulate_gradients(prepared: Experience, rows: torch.Tensor, learner: Lear
 
 
 def rows_with_gradient(prepared: Experience, rows: torch.Tensor, learner: Learner, cfg: TrainConfig) -> torch.Tensor:
-    """The rows of a mini-batch whose loss has a gradient, in their order: with no entropy bonus, KL term
-    or critic, an episode whose advantage is 0 on every action token (a GRPO group whose episodes all
-    scored the same) adds exactly 0, so its forward and backward are skipped. The loss's denominator was
-    counted over every row before, so the gradient is the same (up to float summation order).
+    """The rows of a mini-batch whose loss has a gradient, in their order: with no entropy bonus, critic or
+    extra loss term (the algorithm's KL to a reference), an episode whose advantage is 0 on every action
+    token (a GRPO group whose episodes all scored the same) adds exactly 0, so its forward and backward
+    are skipped. The loss's denominator was counted over every row before, so the gradient is the same
+    (up to float summation order).
 
     At least one row is kept, so a mini-batch without signal still takes its optimiser step on a zero
     gradient (Adam's momentum moves the weights as it did before), and every rank keeps as many rows as
     the rank that keeps most, padded with rows of no gradient: FSDP's gathers pair up micro-batch by
     micro-batch."""
-    if cfg.entropy_coef or learner.reference is not None or learner.critic is not None:
+    if cfg.entropy_coef or learner.critic is not None or not algorithm_for(cfg).extra_loss_is_zero(prepared, cfg):
         return rows
     moving = (prepared.advantages[rows] * prepared.action_mask[rows]).ne(0).any(dim=1)
     keep = distributed.all_reduce_max(moving.sum().clamp(min=1))

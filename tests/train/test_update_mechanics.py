@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 import torch
 
@@ -186,3 +187,19 @@ def test_episodes_without_advantage_are_skipped_and_the_weights_move_as_if_they_
     for step, (a, b) in enumerate(zip(skipping, every_row, strict=True)):
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=f"step {step + 1} {name}")
+
+
+def test_an_extra_loss_term_keeps_the_episodes_without_advantage_in_the_update(random_lm_dir):
+    """GRPO's KL to the reference has a gradient on every episode, whatever its advantage: the update
+    asks the algorithm, and runs every row while the term is there."""
+    from s3ray.train.update import rows_with_gradient
+
+    cfg = TrainConfig(algorithm="grpo", grpo_group_size=4, batch_size=4, mini_batch_size=16, kl_coef=0.01,
+                      entropy_coef=0.0, logp_old="rollout")
+    learner = build_learner(random_lm_dir, PolicyConfig(), cfg, CPU)
+    prepared, _ = prepare_batch(collate_episodes(grpo_groups(4, {0, 1, 2, 3}, 5), pad_id=0), learner, cfg)
+    rows = torch.arange(16)
+    assert prepared.logp_ref is not None
+    assert torch.equal(rows_with_gradient(prepared, rows, learner, cfg), rows)
+    without_kl = replace(prepared, logp_ref=None)  # what the update prepares with kl_coef 0
+    assert len(rows_with_gradient(without_kl, rows, learner, cfg.model_copy(update={"kl_coef": 0.0}))) == 1
