@@ -100,6 +100,10 @@ def answered_questions(cfg: S3Config) -> list[Question]:
     the filter drops those): no Gain Beyond RAG can be earned on them."""
     from s3ray.data.qa import load_datasets
 
+    if not cfg.rag_cache.drop_answered:
+        raise ValueError("the questions naive RAG answers stay in training with rag_cache.drop_answered=false, "
+                         "so RL would train on the warm start's questions: keep the filter or warm-start on "
+                         "train.warm_start.questions=filtered")
     cache = RagCache.for_config(cfg)
     return [q for q in load_datasets(cfg.data.train) if not (cfg.rag_cache.drop_yes_no and is_yes_no(q))
             and q.id in cache and cache.get(q.id).genacc >= 1.0]

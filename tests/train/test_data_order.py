@@ -77,3 +77,5 @@ def test_answered_questions_are_the_ones_the_training_filter_drops_for_naive_rag
         mp.setattr("s3ray.data.qa.load_datasets", lambda specs: questions)
         assert [q.id for q in rag_cache.answered_questions(cfg)] == ["right"]
         assert [q.id for q in rag_cache.training_questions(cfg)] == ["wrong"]
+        with pytest.raises(ValueError, match="drop_answered=false"):
+            rag_cache.answered_questions(load_config("test", ["rag_cache.drop_answered=false"]))
