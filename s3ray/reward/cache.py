@@ -73,6 +73,12 @@ def is_yes_no(question: Question) -> bool:
     return any(g.strip().lower() in YES_NO for g in question.golden_answers)
 
 
+def answered_by_naive_rag(cache: RagCache, question: Question) -> bool:
+    """Naive RAG's cached context already earns full GenAcc on ``question``: no gain beyond it is left."""
+    record = cache.get(question.id)
+    return record is not None and record.genacc >= 1.0
+
+
 def filter_training(questions: list[Question], cache: RagCache, drop_yes_no: bool = True,
                     drop_answered: bool = True) -> list[Question]:
     """The paper's filter: drop yes/no/true/false golds and questions naive RAG already answers.
@@ -87,7 +93,7 @@ def filter_training(questions: list[Question], cache: RagCache, drop_yes_no: boo
         if missing:
             raise LookupError(f"the naive-RAG cache ({cache.identity}) lacks {len(missing)} of {len(kept)} "
                               f"training questions, e.g. {missing[:3]}: run `s3ray precompute` first")
-        answered = {q.id for q in kept if cache.get(q.id).genacc >= 1.0}
+        answered = {q.id for q in kept if answered_by_naive_rag(cache, q)}
         n_answered = len(answered)
         kept = [q for q in kept if q.id not in answered]
     log.info("training filter: %d questions -> dropped %d yes/no, %d already answered by naive RAG -> %d kept",
@@ -106,7 +112,7 @@ def answered_questions(cfg: S3Config) -> list[Question]:
                          "train.warm_start.questions=filtered")
     cache = RagCache.for_config(cfg)
     return [q for q in load_datasets(cfg.data.train) if not (cfg.rag_cache.drop_yes_no and is_yes_no(q))
-            and q.id in cache and cache.get(q.id).genacc >= 1.0]
+            and answered_by_naive_rag(cache, q)]
 
 
 def training_questions(cfg: S3Config) -> list[Question]:
