@@ -402,8 +402,11 @@ class WarmStartConfig(Section):
     # filtered: a seeded num_questions of the training filter's questions, and RL on the rest; answered:
     # up to num_questions of those the filter dropped because naive RAG answers them (GBR pays nothing
     # there, so RL never uses them, while the teacher's turns on them show the format as well), and RL
-    # on every filtered question
-    questions: Literal["filtered", "answered"] = "filtered"
+    # on every filtered question; all: up to num_questions of both (the warm start sees more questions, so
+    # it memorises its teacher turns less and generalises more: a model fitted twice on 113 answered ones
+    # copied the question as its first query on 21 of 24 of them and on 10 of 24 unseen ones), and RL on
+    # every filtered question
+    questions: Literal["filtered", "answered", "all"] = "filtered"
     lr: float = 1e-3
     batch_size: int = Field(8, ge=1)
 

@@ -387,7 +387,7 @@ def train(cfg: S3Config) -> Path:
         if tc.warm_start.enabled:
             from s3ray.train.warm_start import warm_start, warm_start_questions
 
-            answered = answered_questions(cfg) if tc.warm_start.questions == "answered" else []
+            answered = answered_questions(cfg) if tc.warm_start.questions in ("answered", "all") else []
             warm, questions = warm_start_questions(questions, cfg, answered)
             log.info("warm start on %d %s questions", len(warm), tc.warm_start.questions)
             init_dir = warm_start(cfg, pool, warm, model_dir)

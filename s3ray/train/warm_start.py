@@ -83,16 +83,17 @@ def warm_start_questions(questions: Sequence[Question], cfg: S3Config, answered:
       RL when at least a batch is left (RL on questions the warm start fitted would start from memorised
       teacher turns), else all of them;
     - ``answered``: a seeded ``warm_start.num_questions`` of ``answered`` (those naive RAG answers, which
-      earn no reward), and every one of ``questions`` for RL.
+      earn no reward), and every one of ``questions`` for RL;
+    - ``all``: a seeded ``warm_start.num_questions`` of both, and every one of ``questions`` for RL.
     """
     ws = cfg.train.warm_start
-    pool = answered if ws.questions == "answered" else questions
+    pool = {"filtered": questions, "answered": answered, "all": [*answered, *questions]}[ws.questions]
     picked = list(pool)
     random.Random(cfg.train.seed).shuffle(picked)
     picked = picked[:ws.num_questions]
     if not picked:
         raise ValueError(f"train.warm_start.questions={ws.questions}: no such training question to warm-start on")
-    if ws.questions == "answered":
+    if ws.questions != "filtered":
         return picked, list(questions)
     chosen = {q.id for q in picked}
     rest = [q for q in questions if q.id not in chosen]

@@ -60,6 +60,22 @@ def test_a_warm_start_on_answered_questions_leaves_every_filtered_question_to_rl
         warm_start_questions(filtered, cfg, [])
 
 
+def test_a_warm_start_on_all_questions_draws_from_both_sets_and_leaves_every_filtered_question_to_rl():
+    from s3ray.config import load_config
+    from s3ray.train.warm_start import warm_start_questions
+    from s3ray.types import Question
+
+    filtered = [Question(f"q{i}", f"question {i}?", ("a",), "test") for i in range(10)]
+    answered = [Question(f"a{i}", f"answered {i}?", ("a",), "test") for i in range(30)]
+    cfg = load_config("test", ["train.warm_start.questions=all", "train.warm_start.num_questions=100"])
+    warm, rl = warm_start_questions(filtered, cfg, answered)
+    assert rl == filtered
+    assert sorted(q.id for q in warm) == sorted(q.id for q in filtered + answered)
+    cfg = load_config("test", ["train.warm_start.questions=all", "train.warm_start.num_questions=20"])
+    warm, _ = warm_start_questions(filtered, cfg, answered)
+    assert len(warm) == 20 and warm_start_questions(filtered, cfg, answered)[0] == warm  # seeded
+
+
 def test_answered_questions_are_the_ones_the_training_filter_drops_for_naive_rag():
     from s3ray.config import load_config
     from s3ray.reward import cache as rag_cache
