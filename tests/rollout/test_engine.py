@@ -256,3 +256,56 @@ def test_new_weights_empty_the_prefix_cache(tiny_model_dir):
     after, want = generate_all(cached, [turn], greedy)[0], generate_all(fresh, [turn], greedy)[0]
     assert after.token_ids == want.token_ids
     assert after.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_prompts_the_cache_starts_and_prompts_it_misses_run_apart_with_the_same_tokens(tiny_model_dir):
+    """A second turn (its start cached) and new prompts (nothing cached) joining together run as two
+    forwards, not one whose rows all span the cached prefix plus a whole new prompt; the tokens and
+    logprobs are an engine's without the cache, drawn in the same order."""
+    plain = HFEngine(tiny_model_dir, seed=3)
+    cached = HFEngine(tiny_model_dir, seed=3, prefix_cache_tokens=4096)
+    sampling = SamplingParams(temperature=1.0, max_tokens=6)
+    first = encode(plain, PROMPTS[0])
+    turn = generate_all(plain, [first], sampling)[0]
+    assert generate_all(cached, [first], sampling)[0].token_ids == turn.token_ids
+    joining = [encode(plain, PROMPTS[1]), first + turn.token_ids + encode(plain, " and then"), encode(plain, PROMPTS[3])]
+    forwards = []
+    run = cached._forward_prompts
+    cached._forward_prompts = lambda prompts: forwards.append([len(p) for p in prompts]) or run(prompts)
+    want, got = generate_all(plain, joining, sampling), generate_all(cached, joining, sampling)
+    for w, g in zip(want, got, strict=True):
+        assert g.token_ids == w.token_ids
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    assert forwards == [[len(joining[1])], [len(joining[0]), len(joining[2])]]
+
+
+def test_a_row_drop_lets_go_of_the_old_cache_buffers(tiny_model_dir):
+    """After finished rows leave, no layer holds the buffer its keys were cut from (it would stay
+    allocated beside the new keys until the next step), and the next step writes into a fresh one."""
+    engine = HFEngine(tiny_model_dir, seed=0, prefix_cache_tokens=4096)
+    seen = []
+    drop = engine._drop_finished
+
+    def spy(batch):
+        rows = len(batch.requests)
+        out = drop(batch)
+        if out is not None:
+            seen.append((rows, len(out.requests), [(layer._key_buffer, layer._value_buffer) for layer in out.cache.layers],
+                         [layer.keys.untyped_storage().data_ptr() for layer in out.cache.layers]))
+        return out
+
+    engine._drop_finished = spy
+    prompts = [encode(engine, p) for p in PROMPTS[:2]]
+
+    async def go():
+        await asyncio.gather(engine.generate(prompts[0], SamplingParams(greedy=True, max_tokens=2)),
+                             engine.generate(prompts[1], SamplingParams(greedy=True, max_tokens=6)))
+
+    asyncio.run(go())
+    dropped = [i for i, (before, after, _, _) in enumerate(seen) if after < before]
+    assert dropped
+    i = dropped[0]
+    assert all(k is None and v is None for k, v in seen[i][2])
+    # the step after: the keys live in a new buffer again
+    assert all(k is not None for k, _ in seen[i + 1][2])
+    assert seen[i + 1][3] != seen[i][3]
