@@ -381,6 +381,10 @@ class RolloutConfig(Section):
     # shared first prompt); 0: every prompt runs forward whole. SmolLM2 holds ~46 kB a token in fp32.
     prefix_cache_tokens: int = Field(16384, ge=0)
     max_episodes_in_flight: int = 256
+    # glibc's mmap threshold in each rollout actor (s3ray/heap.py): KV buffers at least this large are
+    # mapped on their own and go back to the OS when freed, instead of fragmenting the heap once glibc has
+    # raised its threshold; None: glibc's dynamic default
+    malloc_mmap_threshold: int | None = Field(128 * 1024, ge=0)
     gpu_memory_utilization: float = 0.5
     max_actor_restarts: int = 3
     # Longest wait for one step of the weight transfer's control calls (group init, start, update,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from s3ray.agent.environment import S3Environment
 from s3ray.agent.episode import Episode
 from s3ray.config import S3Config
-from s3ray.heap import release_free_heap
+from s3ray.heap import fix_mmap_threshold, release_free_heap
 from s3ray.rollout.engine import EngineDied, SamplingParams
 from s3ray.rollout.policy import EnginePolicy, TeacherPolicy
 from s3ray.rollout.runner import run_episode
@@ -69,6 +69,7 @@ class RolloutActor:
         from s3ray.reward.services import Services
 
         self.cfg = cfg
+        fix_mmap_threshold(cfg.rollout.malloc_mmap_threshold)  # before the engine allocates anything
         set_torch_threads(self.cfg.rollout.torch_threads_per_actor, sharers=self.cfg.rollout.num_actors)
         self.index = index
         self.services = Services(self.cfg)  # each service is built on first use
