@@ -25,17 +25,10 @@ from collections.abc import Callable
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """The process's own C library function ``name``, or None where it has none (macOS, musl)."""
     try:
-        return ctypes.CDLL(None).malloc_trim  # the process's own libc
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back this way
-        return None
-
-
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        return ctypes.CDLL(None).mallopt
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
@@ -47,7 +40,7 @@ def fix_mmap_threshold(nbytes: int | None) -> bool:
     """``mallopt(M_MMAP_THRESHOLD, nbytes)`` where the C library is glibc: blocks of at least ``nbytes``
     get their own mappings, freed straight back to the OS, and glibc no longer raises the threshold (module
     docstring). None: glibc's default. Returns whether it was set."""
-    mallopt = _mallopt()
+    mallopt = _glibc("mallopt")
     if nbytes is None or mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, nbytes))
@@ -56,7 +49,7 @@ def fix_mmap_threshold(nbytes: int | None) -> bool:
 def release_free_heap() -> bool:
     """``malloc_trim(0)`` where the C library is glibc: every arena's free pages go back to the OS (what is
     in use stays). Returns whether it ran. Costs milliseconds; call it between phases, not per step."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
