@@ -101,23 +101,17 @@ def filter_training(questions: list[Question], cache: RagCache, drop_yes_no: boo
     return kept
 
 
-def answered_questions(cfg: S3Config) -> list[Question]:
-    """The training questions the filter drops because naive RAG answers them (yes/no ones left out when
-    the filter drops those): no Gain Beyond RAG can be earned on them."""
+def training_sets(cfg: S3Config) -> tuple[list[Question], list[Question]]:
+    """(the training questions after the filter, those it drops because naive RAG answers them), for the
+    configured generator/retriever/k, from one read of the training set and the RAG cache. No Gain Beyond
+    RAG can be earned on the second set; it is empty with ``rag_cache.drop_answered=false`` (nothing is
+    dropped for naive RAG then), and yes/no questions are in neither when the filter drops those."""
     from s3ray.data.qa import load_datasets
 
-    if not cfg.rag_cache.drop_answered:
-        raise ValueError("the questions naive RAG answers stay in training with rag_cache.drop_answered=false, "
-                         "so RL would train on the warm start's questions: keep the filter or warm-start on "
-                         "train.warm_start.questions=filtered")
-    cache = RagCache.for_config(cfg)
-    return [q for q in load_datasets(cfg.data.train) if not (cfg.rag_cache.drop_yes_no and is_yes_no(q))
-            and answered_by_naive_rag(cache, q)]
-
-
-def training_questions(cfg: S3Config) -> list[Question]:
-    """The training questions after the filter, for the configured generator/retriever/k."""
-    from s3ray.data.qa import load_datasets
-
-    return filter_training(load_datasets(cfg.data.train), RagCache.for_config(cfg), cfg.rag_cache.drop_yes_no,
+    questions = load_datasets(cfg.data.train)
+    kept = filter_training(questions, RagCache.for_config(cfg), cfg.rag_cache.drop_yes_no,
                            cfg.rag_cache.drop_answered)
+    if not cfg.rag_cache.drop_answered:
+        return kept, []
+    kept_ids = {q.id for q in kept}
+    return kept, [q for q in questions if not (cfg.rag_cache.drop_yes_no and is_yes_no(q)) and q.id not in kept_ids]

@@ -361,7 +361,7 @@ def train(cfg: S3Config) -> Path:
     import ray
 
     from s3ray.cluster import init_ray
-    from s3ray.reward.cache import answered_questions, training_questions
+    from s3ray.reward.cache import training_sets
     from s3ray.rollout.pool import create_pool
     from s3ray.train.identity import apply_resume_choice, claim_train_dir
     from s3ray.train.memory_plan import check_memory_plan
@@ -371,7 +371,7 @@ def train(cfg: S3Config) -> Path:
     model_dir = ensure_policy_model(cfg)
     check_memory_plan(cfg, model_dir)  # printed; a run that cannot fit its GPUs stops here
     _check_services(cfg)
-    questions = training_questions(cfg)
+    questions, answered = training_sets(cfg)
     if not questions:
         raise RuntimeError("the filtered naive-RAG cache holds no training questions: run `s3ray precompute`, "
                            "or check rag_cache.drop_answered / data.train")
@@ -387,7 +387,6 @@ def train(cfg: S3Config) -> Path:
         if tc.warm_start.enabled:
             from s3ray.train.warm_start import warm_start, warm_start_questions
 
-            answered = answered_questions(cfg) if tc.warm_start.questions in ("answered", "all") else []
             warm, questions = warm_start_questions(questions, cfg, answered)
             log.info("warm start on %d %s questions", len(warm), tc.warm_start.questions)
             init_dir = warm_start(cfg, pool, warm, model_dir)

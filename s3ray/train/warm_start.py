@@ -100,7 +100,10 @@ def warm_start_questions(questions: Sequence[Question], cfg: S3Config, answered:
     random.Random(cfg.train.seed).shuffle(picked)
     picked = picked[:ws.num_questions]
     if not picked:
-        raise ValueError(f"train.warm_start.questions={ws.questions}: no such training question to warm-start on")
+        hint = (" (none is answered by naive RAG, or rag_cache.drop_answered=false keeps those in training)"
+                if ws.questions == "answered" else "")
+        raise ValueError(f"train.warm_start.questions={ws.questions}: no such training question to warm-start "
+                         f"on{hint}")
     if ws.questions != "filtered":
         return picked, list(questions)
     chosen = {q.id for q in picked}

@@ -9,7 +9,7 @@ import pytest
 
 from s3ray.config import load_config
 from s3ray.ragcache.precompute import precompute
-from s3ray.reward.cache import RagCache, read_records, training_questions
+from s3ray.reward.cache import RagCache, read_records, training_sets
 from s3ray.reward.record import CacheIdentity
 
 pytestmark = pytest.mark.ray
@@ -50,7 +50,7 @@ def test_crash_then_resume_scores_each_question_once(services, tmp_path):
     assert cache.identity == CacheIdentity.from_config(cfg)
     assert all(len(r.doc_ids) == cfg.rag_cache.topk and r.answer for r in records)
 
-    kept = training_questions(cfg)
+    kept = training_sets(cfg)[0]
     assert all(cache.get(q.id).genacc < 1.0 for q in kept)  # naive-RAG-answered questions are filtered
     assert len(kept) <= 12
 
@@ -70,4 +70,4 @@ def test_a_dead_generator_lists_every_question_as_failed(services, tmp_path):
     assert len(failed) == 12 and all(f["error"] for f in failed)
     assert read_records(cfg.rag_cache.dir) == []
     with pytest.raises(LookupError, match="run `s3ray precompute` first"):
-        training_questions(cfg)
+        training_sets(cfg)[0]

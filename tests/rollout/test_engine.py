@@ -271,7 +271,7 @@ def test_prompts_the_cache_starts_and_prompts_it_misses_run_apart_with_the_same_
     joining = [encode(plain, PROMPTS[1]), first + turn.token_ids + encode(plain, " and then"), encode(plain, PROMPTS[3])]
     forwards = []
     run = cached._forward_prompts
-    cached._forward_prompts = lambda prompts: forwards.append([len(p) for p in prompts]) or run(prompts)
+    cached._forward_prompts = lambda prompts, matches: forwards.append([len(p) for p in prompts]) or run(prompts, matches)
     want, got = generate_all(plain, joining, sampling), generate_all(cached, joining, sampling)
     for w, g in zip(want, got, strict=True):
         assert g.token_ids == w.token_ids

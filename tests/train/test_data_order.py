@@ -76,7 +76,7 @@ def test_a_warm_start_on_all_questions_draws_from_both_sets_and_leaves_every_fil
     assert len(warm) == 20 and warm_start_questions(filtered, cfg, answered)[0] == warm  # seeded
 
 
-def test_answered_questions_are_the_ones_the_training_filter_drops_for_naive_rag():
+def test_the_answered_set_is_what_the_training_filter_drops_for_naive_rag():
     from s3ray.config import load_config
     from s3ray.reward import cache as rag_cache
     from s3ray.reward.record import RagRecord
@@ -91,7 +91,7 @@ def test_answered_questions_are_the_ones_the_training_filter_drops_for_naive_rag
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rag_cache.RagCache, "for_config", classmethod(lambda cls, cfg: cache))
         mp.setattr("s3ray.data.qa.load_datasets", lambda specs: questions)
-        assert [q.id for q in rag_cache.answered_questions(cfg)] == ["right"]
-        assert [q.id for q in rag_cache.training_questions(cfg)] == ["wrong"]
-        with pytest.raises(ValueError, match="drop_answered=false"):
-            rag_cache.answered_questions(load_config("test", ["rag_cache.drop_answered=false"]))
+        filtered, answered = rag_cache.training_sets(cfg)
+        assert [q.id for q in filtered] == ["wrong"] and [q.id for q in answered] == ["right"]
+        kept, answered = rag_cache.training_sets(load_config("test", ["rag_cache.drop_answered=false"]))
+        assert [q.id for q in kept] == ["right", "wrong"] and answered == []

@@ -302,24 +302,20 @@ class HFEngine:
 
         if self.prefix_cache is not None:
             self._prefill_shared(requests)
-            hit = [self.prefix_cache.match(r.prompt_ids, len(r.prompt_ids) - 1)[1] > 0 for r in requests]
-            groups = [g for g in ([r for r, h in zip(requests, hit, strict=True) if h],
-                                  [r for r, h in zip(requests, hit, strict=True) if not h]) if g]
-        else:
-            groups = [list(requests)]
-        batch, logits = None, {}
+        matches = [self._match(r.prompt_ids) for r in requests]
+        groups = [g for g in ([i for i, (_, n) in enumerate(matches) if n],
+                              [i for i, (_, n) in enumerate(matches) if not n]) if g]
+        batches, logits = [], [None] * len(requests)
         for group in groups:
-            cache, mask, positions, group_logits = self._forward_prompts([r.prompt_ids for r in group])
-            logits.update((id(r), row) for r, row in zip(group, group_logits, strict=True))
-            new = _Batch(group, cache, mask, positions[:, -1:] + 1, [])
-            batch = new if batch is None else self._concat(batch, new)
-        if len(groups) > 1:  # rows back in arrival order: every step draws its samples row by row
-            row = {id(r): i for i, r in enumerate(batch.requests)}
-            index = torch.tensor([row[id(r)] for r in requests], device=self.device)
-            batch.cache.batch_select_indices(index)
-            release_spare_buffers(batch.cache)
-            batch.mask, batch.next_pos, batch.requests = batch.mask[index], batch.next_pos[index], list(requests)
-        batch.tokens = self._sample_rows(torch.stack([logits[id(r)] for r in requests]), requests)
+            rows = [requests[i] for i in group]
+            cache, mask, positions, group_logits = self._forward_prompts([r.prompt_ids for r in rows],
+                                                                         [matches[i] for i in group])
+            batches.append(_Batch(rows, cache, mask, positions[:, -1:] + 1, []))
+            for i, row_logits in zip(group, group_logits, strict=True):
+                logits[i] = row_logits
+        # Rows in arrival order: every step draws its samples row by row.
+        batch = batches[0] if len(batches) == 1 else self._concat(*batches, at=groups[0] + groups[1])
+        batch.tokens = self._sample_rows(torch.stack(logits), requests)
         return batch
 
     def _prefill_shared(self, requests: list[_Request]) -> None:
@@ -330,18 +326,22 @@ class HFEngine:
         shared = [list(ids[:-1]) for ids, n in counts.items()
                   if n > 1 and len(ids) > 1 and self.prefix_cache.match(ids, len(ids) - 1)[1] < len(ids) - 1]
         if shared:
-            cache, mask, _, _ = self._forward_prompts(shared)
+            cache, mask, _, _ = self._forward_prompts(shared, [self._match(ids) for ids in shared])
             for row, ids in enumerate(shared):
                 self.prefix_cache.add(ids, self._row_kv(cache, mask, row))
 
-    def _forward_prompts(self, prompts: list[list[int]]):
-        """Run the prompts forward from their cached prefixes: each row's cached KV right-aligned in the
-        first columns, its uncached tokens left-padded in the last. Returns the cache, the attention mask
-        over all columns, the positions of the last columns and the logits of each row's last token."""
+    def _match(self, ids: list[int]) -> tuple[Any, int]:
+        """The prefix cache's KV for the longest cached start of ``ids`` and its length (``(None, 0)``
+        without one); the last token always runs, to sample from."""
+        return self.prefix_cache.match(ids, len(ids) - 1) if self.prefix_cache is not None else (None, 0)
+
+    def _forward_prompts(self, prompts: list[list[int]], matches: list[tuple[Any, int]]):
+        """Run the prompts forward from their cached prefixes (``matches``, from :meth:`_match`): each
+        row's cached KV right-aligned in the first columns, its uncached tokens left-padded in the last.
+        Returns the cache, the attention mask over all columns, the positions of the last columns and the
+        logits of each row's last token."""
         import torch
 
-        matches = [self.prefix_cache.match(ids, len(ids) - 1) if self.prefix_cache is not None else (None, 0)
-                   for ids in prompts]
         past = max(n for _, n in matches)
         width = max(len(ids) - n for ids, (_, n) in zip(prompts, matches, strict=True))
         rows = len(prompts)
@@ -392,23 +392,34 @@ class HFEngine:
         return tokens
 
     @staticmethod
-    def _concat(a: _Batch, b: _Batch) -> _Batch:
-        """One batch of both: the shorter one's cache and mask are left-padded (masked) to the same width."""
+    def _concat(a: _Batch, b: _Batch, at: list[int] | None = None) -> _Batch:
+        """One batch of both, the i-th of a's rows then b's at row ``at[i]`` (default: a's, then b's).
+        Each layer's keys and values are written once into zeros of the wider width, right-aligned (the
+        columns left of the narrower batch's are masked): padding, joining and reordering in one copy."""
         import torch
-        import torch.nn.functional as F
 
-        width = max(a.mask.shape[1], b.mask.shape[1])
+        width, total = max(a.mask.shape[1], b.mask.shape[1]), len(a.requests) + len(b.requests)
+        if at is None:
+            rows_a, rows_b = slice(0, len(a.requests)), slice(len(a.requests), total)
+            order = list(range(total))
+        else:
+            rows_a = torch.tensor(at[:len(a.requests)], device=a.mask.device)
+            rows_b = torch.tensor(at[len(a.requests):], device=a.mask.device)
+            order = sorted(range(total), key=at.__getitem__)  # which of a's then b's rows lands at each row
 
-        def pad(t, dim_from_end: int):  # zeros on the left of the sequence dimension
-            missing = width - t.shape[-dim_from_end]
-            return t if missing == 0 else F.pad(t, (0, 0) * (dim_from_end - 1) + (missing, 0))
+        def place(ta, tb, dim: int):  # ``dim``: the column dimension
+            out = ta.new_zeros((total, *ta.shape[1:dim], width, *ta.shape[dim + 1:]))
+            out.narrow(dim, width - ta.shape[dim], ta.shape[dim])[rows_a] = ta
+            out.narrow(dim, width - tb.shape[dim], tb.shape[dim])[rows_b] = tb
+            return out
 
         for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
-            la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
-            la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
+            la.keys, la.values = place(la.keys, lb.keys, 2), place(la.values, lb.values, 2)
         release_spare_buffers(a.cache)
-        return _Batch(a.requests + b.requests, a.cache, torch.cat([pad(a.mask, 1), pad(b.mask, 1)]),
-                      torch.cat([a.next_pos, b.next_pos]), a.tokens + b.tokens)
+        next_pos = torch.cat([a.next_pos, b.next_pos])[torch.tensor(order, device=a.next_pos.device)]
+        requests, tokens = a.requests + b.requests, a.tokens + b.tokens
+        return _Batch([requests[i] for i in order], a.cache, place(a.mask, b.mask, 1), next_pos,
+                      [tokens[i] for i in order] if tokens else [])
 
     def _drop_finished(self, batch: _Batch) -> _Batch | None:
         """Finished rows leave the batch (no compute is spent on them); so do columns no row attends to."""
