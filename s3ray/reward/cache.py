@@ -108,10 +108,8 @@ def training_sets(cfg: S3Config) -> tuple[list[Question], list[Question]]:
     dropped for naive RAG then), and yes/no questions are in neither when the filter drops those."""
     from s3ray.data.qa import load_datasets
 
-    questions = load_datasets(cfg.data.train)
-    kept = filter_training(questions, RagCache.for_config(cfg), cfg.rag_cache.drop_yes_no,
-                           cfg.rag_cache.drop_answered)
-    if not cfg.rag_cache.drop_answered:
+    questions, cache, rc = load_datasets(cfg.data.train), RagCache.for_config(cfg), cfg.rag_cache
+    kept = filter_training(questions, cache, rc.drop_yes_no, rc.drop_answered)
+    if not rc.drop_answered:
         return kept, []
-    kept_ids = {q.id for q in kept}
-    return kept, [q for q in questions if not (cfg.rag_cache.drop_yes_no and is_yes_no(q)) and q.id not in kept_ids]
+    return kept, [q for q in questions if not (rc.drop_yes_no and is_yes_no(q)) and answered_by_naive_rag(cache, q)]
